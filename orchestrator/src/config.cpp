@@ -1,0 +1,138 @@
+#include "config.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+#include <iostream>
+
+namespace sandlot::orchestrator {
+
+namespace {
+
+void split_listen(daemon_config& c) {
+  auto colon = c.listen.rfind(':');
+  if (colon == std::string::npos) {
+    throw std::runtime_error(fmt::format("--listen '{}' needs HOST:PORT, e.g. 127.0.0.1:7345", c.listen));
+  }
+  c.listen_host = c.listen.substr(0, colon);
+  if (c.listen_host.size() > 2 && c.listen_host.front() == '[' && c.listen_host.back() == ']') {
+    c.listen_host = c.listen_host.substr(1, c.listen_host.size() - 2);
+  }
+  int port = 0;
+  try {
+    port = std::stoi(c.listen.substr(colon + 1));
+  } catch (const std::exception&) {
+    port = -1;
+  }
+  if (port < 0 || port > 65535) {
+    throw std::runtime_error(fmt::format("--listen '{}' has an invalid port (0-65535)", c.listen));
+  }
+  c.listen_port = static_cast<unsigned short>(port);
+}
+
+template <class T>
+void from_toml(const toml::table& t, const char* key, CLI::App& app, const char* flag, T& out) {
+  if (app.count(flag) > 0) return;  // the flag wins
+  auto node = t[key];
+  if (!node) return;
+  if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    const auto* arr = node.as_array();
+    if (arr == nullptr) throw std::runtime_error(fmt::format("config key '{}' must be an array of strings", key));
+    out.clear();
+    for (const auto& el : *arr) {
+      auto s = el.value<std::string>();
+      if (!s) throw std::runtime_error(fmt::format("config key '{}' must be an array of strings", key));
+      out.push_back(*s);
+    }
+  } else {
+    auto v = node.template value<T>();
+    if (!v) throw std::runtime_error(fmt::format("config key '{}' has the wrong type", key));
+    out = *v;
+  }
+}
+
+}  // namespace
+
+bool is_loopback(const std::string& host) {
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
+service_options daemon_config::service() const {
+  service_options o;
+  o.instance = instance;
+  o.slots = slots;
+  o.prepull = prepull;
+  o.gate.max_concurrent_pulls = max_pulls;
+  o.gate.attempts = pull_attempts;
+  o.gate.pull_deadline = std::chrono::seconds(pull_deadline_s);
+  return o;
+}
+
+std::optional<daemon_config> parse_config(int argc, char** argv) {
+  daemon_config c;
+  CLI::App app{"orchestratord: leases real container sandboxes to end-to-end tests within a slot budget"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--slots", c.slots, "Concurrency budget: sandboxes (lease weights) that may exist at once")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--listen", c.listen, "HOST:PORT for the HTTP API; loopback only until auth exists");
+  app.add_option("--docker-host", c.docker_host,
+                 "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
+                 "unix:///var/run/docker.sock)");
+  app.add_option("--prepull", c.prepull, "Image to pull at start; /readyz turns 200 once all are done (repeatable)");
+  app.add_option("--max-pulls", c.max_pulls, "Most distinct images pulled at once")->check(CLI::Range(1, 64));
+  app.add_option("--pull-attempts", c.pull_attempts, "Tries per pull before its waiters fail")
+      ->check(CLI::Range(1, 20));
+  app.add_option("--pull-deadline", c.pull_deadline_s, "Seconds a pull may take, all attempts (apart from "
+                 "a lease's ready_timeout_s)")
+      ->check(CLI::Range(1, 86400));
+  app.add_option("--instance", c.instance, "Name labelled on every sandbox; a restart with the same name "
+                 "removes what the previous run left (default: orchestratord@LISTEN)");
+  app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
+  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    throw std::runtime_error(fmt::format("{}; run orchestratord --help", e.what()));
+  }
+
+  if (!c.config_file.empty()) {
+    toml::table t;
+    try {
+      t = toml::parse_file(c.config_file);
+    } catch (const toml::parse_error& e) {
+      throw std::runtime_error(fmt::format("config file {}: {} (line {})", c.config_file, e.description(),
+                                           e.source().begin.line));
+    }
+    from_toml(t, "slots", app, "--slots", c.slots);
+    from_toml(t, "listen", app, "--listen", c.listen);
+    from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
+    from_toml(t, "prepull", app, "--prepull", c.prepull);
+    from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
+    from_toml(t, "pull_attempts", app, "--pull-attempts", c.pull_attempts);
+    from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
+    from_toml(t, "instance", app, "--instance", c.instance);
+    from_toml(t, "log_level", app, "--log-level", c.log_level);
+    if (c.slots < 1) throw std::runtime_error("config: slots must be at least 1");
+    if (c.max_pulls < 1) throw std::runtime_error("config: max_pulls must be at least 1");
+  }
+  split_listen(c);
+  if (!is_loopback(c.listen_host)) {
+    throw std::runtime_error(fmt::format(
+        "--listen {} is not a loopback address; orchestratord has no authentication yet, so it only "
+        "listens on 127.0.0.1 or ::1 (anyone reaching the port could start containers on this host)",
+        c.listen));
+  }
+  if (c.instance.empty()) c.instance = "orchestratord@" + c.listen;
+  return c;
+}
+
+}  // namespace sandlot::orchestrator

@@ -1,0 +1,37 @@
+// orchestratord's settings: command line (CLI11) over an optional TOML file (toml++); flags win.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "lease_service.hpp"
+
+namespace sandlot::orchestrator {
+
+struct daemon_config {
+  int slots = 4;
+  std::string listen = "127.0.0.1:7345";
+  std::string docker_host;  // empty: DOCKER_HOST or the local socket
+  std::vector<std::string> prepull;
+  int max_pulls = 2;
+  int pull_attempts = 3;
+  int pull_deadline_s = 600;
+  std::string instance;  // empty: derived from --listen
+  std::string log_level = "info";
+  std::string config_file;
+
+  std::string listen_host;
+  unsigned short listen_port = 0;
+
+  service_options service() const;
+};
+
+/// Parses argv (and the --config file). Returns nullopt after printing --help; throws
+/// std::runtime_error with a message that says what to fix.
+std::optional<daemon_config> parse_config(int argc, char** argv);
+
+/// True for 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback(const std::string& host);
+
+}  // namespace sandlot::orchestrator

@@ -1,0 +1,455 @@
+#include "docker_client.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/basic_stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+namespace sandlot::orchestrator {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+using engine_stream = beast::basic_stream<asio::generic::stream_protocol>;
+
+std::string url_encode(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+/// The engine's {"message": ...} or the raw body.
+std::string engine_message(const std::string& body) {
+  auto j = json::parse(body, nullptr, false);
+  if (j.is_object() && j.contains("message") && j["message"].is_string()) {
+    return j["message"].get<std::string>();
+  }
+  std::string trimmed = body.substr(0, 300);
+  while (!trimmed.empty() && (trimmed.back() == '\n' || trimmed.back() == '\r')) trimmed.pop_back();
+  return trimmed.empty() ? std::string("(empty response)") : trimmed;
+}
+
+std::chrono::milliseconds until(clock::time_point tp) {
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(tp - clock::now());
+  return std::max(d, 1ms);
+}
+
+}  // namespace
+
+// --- engine_address --------------------------------------------------------------------------
+
+engine_address engine_address::parse(const std::string& spec) {
+  engine_address a;
+  if (spec.rfind("unix://", 0) == 0) {
+    a.type = kind::unix_socket;
+    a.path = spec.substr(7);
+  } else if (!spec.empty() && spec.front() == '/') {
+    a.type = kind::unix_socket;
+    a.path = spec;
+  } else if (spec.rfind("tcp://", 0) == 0) {
+    a.type = kind::tcp;
+    std::string rest = spec.substr(6);
+    if (!rest.empty() && rest.back() == '/') rest.pop_back();
+    auto colon = rest.rfind(':');
+    if (colon == std::string::npos) {
+      throw std::invalid_argument(fmt::format(
+          "docker host '{}' has no port; use tcp://HOST:PORT, e.g. tcp://127.0.0.1:2375", spec));
+    }
+    a.host = rest.substr(0, colon);
+    if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']') {
+      a.host = a.host.substr(1, a.host.size() - 2);
+    }
+    int port = std::atoi(rest.c_str() + colon + 1);
+    if (port <= 0 || port > 65535) {
+      throw std::invalid_argument(fmt::format("docker host '{}' has an invalid port", spec));
+    }
+    a.port = static_cast<unsigned short>(port);
+  } else {
+    throw std::invalid_argument(fmt::format(
+        "docker host '{}' is not understood; use unix:///var/run/docker.sock or tcp://HOST:PORT", spec));
+  }
+  if (a.type == kind::unix_socket && a.path.empty()) {
+    throw std::invalid_argument("docker host 'unix://' needs a socket path");
+  }
+  return a;
+}
+
+std::string engine_address::default_spec() {
+  const char* env = std::getenv("DOCKER_HOST");
+  return (env != nullptr && *env != '\0') ? std::string(env) : std::string("unix:///var/run/docker.sock");
+}
+
+std::string engine_address::to_string() const {
+  return type == kind::unix_socket ? "unix://" + path : fmt::format("tcp://{}:{}", host, port);
+}
+
+// --- docker_client ---------------------------------------------------------------------------
+
+docker_client::docker_client(asio::any_io_executor ex, engine_address addr)
+    : ex_(std::move(ex)), addr_(std::move(addr)) {}
+
+json docker_client::response::json() const { return json::parse(body, nullptr, false); }
+
+std::string docker_client::versioned(const std::string& target) const {
+  return "/v" + api_version_ + target;
+}
+
+namespace {
+
+asio::awaitable<engine_stream> connect(const asio::any_io_executor& ex, const engine_address& addr,
+                                       std::chrono::milliseconds timeout) {
+  engine_stream stream(ex);
+  stream.expires_after(timeout);
+  try {
+    if (addr.type == engine_address::kind::unix_socket) {
+      co_await stream.async_connect(
+          asio::generic::stream_protocol::endpoint(asio::local::stream_protocol::endpoint(addr.path)),
+          asio::use_awaitable);
+    } else {
+      asio::ip::tcp::resolver resolver(ex);
+      auto results = co_await resolver.async_resolve(addr.host, std::to_string(addr.port), asio::use_awaitable);
+      boost::system::error_code last = asio::error::host_not_found;
+      bool connected = false;
+      for (const auto& r : results) {
+        try {
+          co_await stream.async_connect(asio::generic::stream_protocol::endpoint(r.endpoint()),
+                                        asio::use_awaitable);
+          connected = true;
+          break;
+        } catch (const boost::system::system_error& e) {
+          last = e.code();
+          stream.socket().close();
+        }
+      }
+      if (!connected) throw boost::system::system_error(last);
+    }
+  } catch (const boost::system::system_error& e) {
+    throw engine_error(0, fmt::format("cannot reach the Docker engine at {}: {}; start dockerd "
+                                      "(scripts/e2e-env up) or pass --docker-host",
+                                      addr.to_string(), e.code().message()));
+  }
+  co_return stream;
+}
+
+http::request<http::string_body> make_request(http::verb method, const std::string& target,
+                                              const std::optional<json>& body) {
+  http::request<http::string_body> req{method, target, 11};
+  req.set(http::field::host, "docker");
+  req.set(http::field::user_agent, "sandlot-orchestratord");
+  if (body) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body->dump();
+  }
+  req.prepare_payload();
+  return req;
+}
+
+}  // namespace
+
+asio::awaitable<docker_client::response> docker_client::call(http::verb method, const std::string& target,
+                                                             const std::optional<json>& body,
+                                                             std::chrono::milliseconds timeout) {
+  auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(timeout, 10s));
+  stream.expires_after(timeout);
+  try {
+    auto req = make_request(method, versioned(target), body);
+    co_await http::async_write(stream, req, asio::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+    beast::error_code ignored;
+    stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
+    auto res = parser.release();
+    co_return response{res.result_int(), std::move(res.body())};
+  } catch (const boost::system::system_error& e) {
+    throw engine_error(0, fmt::format("{} {} on the Docker engine failed: {}", http::to_string(method),
+                                      target, e.code().message()));
+  }
+}
+
+asio::awaitable<std::string> docker_client::negotiate() {
+  auto stream = co_await connect(ex_, addr_, 10s);
+  stream.expires_after(10s);
+  try {
+    auto req = make_request(http::verb::get, "/_ping", std::nullopt);
+    co_await http::async_write(stream, req, asio::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response<http::string_body> res;
+    co_await http::async_read(stream, buffer, res, asio::use_awaitable);
+    if (res.result_int() != 200) {
+      throw engine_error(res.result_int(), fmt::format("the engine at {} answered /_ping with {}",
+                                                       addr_.to_string(), res.result_int()));
+    }
+    const std::string v(res["Api-Version"]);
+    if (!v.empty()) {
+      // Use the engine's version, but never one newer than this client was written against.
+      auto num = [](const std::string& s) {
+        auto dot = s.find('.');
+        return std::atoi(s.c_str()) * 1000 + (dot == std::string::npos ? 0 : std::atoi(s.c_str() + dot + 1));
+      };
+      api_version_ = num(v) < num("1.41") ? v : std::string("1.41");
+    }
+  } catch (const boost::system::system_error& e) {
+    throw engine_error(0, fmt::format("/_ping on {} failed: {}", addr_.to_string(), e.code().message()));
+  }
+  co_return api_version_;
+}
+
+asio::awaitable<bool> docker_client::image_exists(const std::string& ref) {
+  auto res = co_await call(http::verb::get, "/images/" + ref + "/json", std::nullopt, 30s);
+  if (res.status == 200) co_return true;
+  if (res.status == 404) co_return false;
+  throw engine_error(res.status, fmt::format("inspecting image {}: {}", ref, engine_message(res.body)));
+}
+
+asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_point deadline,
+                                          std::chrono::milliseconds stall_timeout) {
+  // Split "repo[:tag]" / "repo@digest": the tag's colon comes after the last slash.
+  std::string repo = ref, tag = "latest";
+  if (auto at = ref.find('@'); at != std::string::npos) {
+    repo = ref.substr(0, at);
+    tag = ref.substr(at + 1);
+  } else if (auto colon = ref.rfind(':'); colon != std::string::npos &&
+                                          (ref.rfind('/') == std::string::npos || colon > ref.rfind('/'))) {
+    repo = ref.substr(0, colon);
+    tag = ref.substr(colon + 1);
+  }
+  const std::string target =
+      fmt::format("/images/create?fromImage={}&tag={}", url_encode(repo), url_encode(tag));
+
+  auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(until(deadline), 10s));
+  std::string body;
+  unsigned status = 0;
+  try {
+    stream.expires_after(std::min(until(deadline), stall_timeout));
+    auto req = make_request(http::verb::post, versioned(target), std::nullopt);
+    co_await http::async_write(stream, req, asio::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(256 * 1024 * 1024);
+    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    // The progress stream: each read must make progress within stall_timeout, the whole pull
+    // must end by the deadline.
+    while (!parser.is_done()) {
+      if (clock::now() >= deadline) throw boost::system::system_error(beast::error::timeout);
+      stream.expires_after(std::min(until(deadline), stall_timeout));
+      co_await http::async_read_some(stream, buffer, parser, asio::use_awaitable);
+    }
+    status = parser.get().result_int();
+    body = std::move(parser.get().body());
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == beast::error::timeout) {
+      throw engine_error(0, clock::now() >= deadline ? "the pull deadline passed"
+                                                     : "the pull made no progress within the stall timeout");
+    }
+    throw engine_error(0, fmt::format("the pull stream broke: {}", e.code().message()));
+  }
+  if (status != 200) throw engine_error(status, engine_message(body));
+  // A 200 can still carry a failure as a JSON line with "error"; read every line.
+  std::size_t pos = 0;
+  while (pos < body.size()) {
+    auto nl = body.find('\n', pos);
+    auto line = body.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+    pos = nl == std::string::npos ? body.size() : nl + 1;
+    auto j = json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("error")) {
+      throw engine_error(200, j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump());
+    }
+  }
+}
+
+asio::awaitable<std::string> docker_client::create_container(const std::string& name, const json& spec) {
+  auto res = co_await call(http::verb::post, "/containers/create?name=" + url_encode(name), spec, 60s);
+  if (res.status != 201) throw engine_error(res.status, engine_message(res.body));
+  auto j = res.json();
+  if (!j.is_object() || !j.contains("Id")) throw engine_error(res.status, "create answered without an Id");
+  co_return j["Id"].get<std::string>();
+}
+
+asio::awaitable<void> docker_client::start_container(const std::string& id) {
+  auto res = co_await call(http::verb::post, "/containers/" + id + "/start", std::nullopt, 60s);
+  if (res.status != 204 && res.status != 304) throw engine_error(res.status, engine_message(res.body));
+}
+
+asio::awaitable<json> docker_client::inspect_container(const std::string& id) {
+  auto res = co_await call(http::verb::get, "/containers/" + id + "/json", std::nullopt, 30s);
+  if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
+  co_return res.json();
+}
+
+asio::awaitable<void> docker_client::remove_container(const std::string& id) {
+  const auto deadline = clock::now() + 60s;
+  for (;;) {
+    auto res = co_await call(http::verb::delete_, "/containers/" + id + "?force=true&v=true", std::nullopt, 60s);
+    if (res.status == 204 || res.status == 404) co_return;
+    // 409: a removal is already in progress; wait for the engine to finish it.
+    if (res.status != 409 || clock::now() > deadline) {
+      throw engine_error(res.status, fmt::format("removing container {}: {}", id, engine_message(res.body)));
+    }
+    asio::steady_timer t(ex_, 200ms);
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+
+asio::awaitable<std::vector<docker_client::container_summary>> docker_client::list_containers(
+    const std::vector<std::string>& labels) {
+  json filters = {{"label", labels}};
+  auto res = co_await call(http::verb::get, "/containers/json?all=true&filters=" + url_encode(filters.dump()),
+                           std::nullopt, 30s);
+  if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
+  std::vector<container_summary> out;
+  for (const auto& c : res.json()) {
+    container_summary s{c.at("Id").get<std::string>(), {}};
+    if (c.contains("Labels") && c["Labels"].is_object()) {
+      for (const auto& [k, v] : c["Labels"].items()) {
+        if (v.is_string()) s.labels[k] = v.get<std::string>();
+      }
+    }
+    out.push_back(std::move(s));
+  }
+  co_return out;
+}
+
+asio::awaitable<exec_output> docker_client::exec(const std::string& container_id, const exec_spec& spec) {
+  using namespace asio::experimental::awaitable_operators;
+  const bool with_stdin = spec.stdin_data.has_value();
+  json create = {{"AttachStdin", with_stdin}, {"AttachStdout", true}, {"AttachStderr", true},
+                 {"Tty", false},              {"Cmd", spec.argv},   {"Env", spec.env}};
+  if (!spec.workdir.empty()) create["WorkingDir"] = spec.workdir;
+  auto created = co_await call(http::verb::post, "/containers/" + container_id + "/exec", create, 30s);
+  if (created.status != 201) throw engine_error(created.status, engine_message(created.body));
+  const std::string exec_id = created.json().at("Id").get<std::string>();
+
+  exec_output out;
+  stream_demuxer demux(spec.output_limit);
+  {
+    auto stream = co_await connect(ex_, addr_, 10s);
+    const auto deadline = clock::now() + spec.timeout;
+    stream.expires_at(deadline);
+    try {
+      // Ask for an upgraded connection, as the docker CLI does: after 101 the socket is raw.
+      auto req = make_request(http::verb::post, versioned("/exec/" + exec_id + "/start"),
+                              json{{"Detach", false}, {"Tty", false}});
+      req.set(http::field::connection, "Upgrade");
+      req.set(http::field::upgrade, "tcp");
+      co_await http::async_write(stream, req, asio::use_awaitable);
+      beast::flat_buffer buffer;
+      http::response_parser<http::empty_body> parser;
+      co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+      const unsigned status = parser.get().result_int();
+      if (status != 101 && status != 200) {
+        throw engine_error(status, fmt::format("starting exec failed with HTTP {}", status));
+      }
+      // Bytes read past the header already belong to the raw stream.
+      auto leftover = buffer.data();
+      demux.feed(static_cast<const char*>(leftover.data()), leftover.size());
+
+      auto write_stdin = [&]() -> asio::awaitable<void> {
+        if (!with_stdin) co_return;
+        if (!spec.stdin_data->empty()) {
+          co_await asio::async_write(stream, asio::buffer(*spec.stdin_data), asio::use_awaitable);
+        }
+        // Half-close: the process sees EOF on stdin while we keep reading its output.
+        stream.socket().shutdown(asio::socket_base::shutdown_send);
+      };
+      auto read_output = [&]() -> asio::awaitable<void> {
+        std::array<char, 16384> chunk{};
+        for (;;) {
+          auto [ec, n] = co_await stream.async_read_some(asio::buffer(chunk),
+                                                         asio::as_tuple(asio::use_awaitable));
+          if (n > 0) demux.feed(chunk.data(), n);
+          if (ec == asio::error::eof) co_return;
+          if (ec) throw boost::system::system_error(ec);
+        }
+      };
+      co_await (write_stdin() && read_output());
+    } catch (const boost::system::system_error& e) {
+      if (e.code() == beast::error::timeout) {
+        out.timed_out = true;
+      } else if (e.code() != asio::error::connection_reset && e.code() != asio::error::broken_pipe) {
+        throw engine_error(0, fmt::format("the exec stream broke: {}", e.code().message()));
+      }
+    }
+  }
+  out.stdout_data = std::move(demux.out());
+  out.stderr_data = std::move(demux.err());
+  out.truncated = demux.truncated();
+  if (out.timed_out) co_return out;
+
+  // The stream has ended; the engine records the exit code a moment later.
+  const auto deadline = clock::now() + 5s;
+  for (;;) {
+    auto res = co_await call(http::verb::get, "/exec/" + exec_id + "/json", std::nullopt, 10s);
+    if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
+    auto j = res.json();
+    if (!j.value("Running", false) && j.contains("ExitCode") && j["ExitCode"].is_number_integer()) {
+      out.exit_code = j["ExitCode"].get<int>();
+      break;
+    }
+    if (clock::now() > deadline) throw engine_error(0, "the engine did not report the exit code");
+    asio::steady_timer t(ex_, 10ms);
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  co_return out;
+}
+
+// --- stream_demuxer --------------------------------------------------------------------------
+
+void stream_demuxer::feed(const char* data, std::size_t size) {
+  while (size > 0) {
+    if (remaining_ == 0) {
+      // Collect an 8-byte header: [stream, 0, 0, 0, size (big-endian u32)].
+      const std::size_t need = 8 - pending_.size();
+      const std::size_t take = std::min(need, size);
+      pending_.append(data, take);
+      data += take;
+      size -= take;
+      if (pending_.size() < 8) return;
+      const auto* h = reinterpret_cast<const unsigned char*>(pending_.data());
+      stream_ = h[0];
+      remaining_ = (std::size_t{h[4]} << 24) | (std::size_t{h[5]} << 16) | (std::size_t{h[6]} << 8) | h[7];
+      pending_.clear();
+      continue;
+    }
+    const std::size_t take = std::min(remaining_, size);
+    append(stream_, data, take);
+    data += take;
+    size -= take;
+    remaining_ -= take;
+  }
+}
+
+void stream_demuxer::append(int stream, const char* data, std::size_t size) {
+  std::string& target = stream == 2 ? err_ : out_;
+  const std::size_t room = target.size() < limit_ ? limit_ - target.size() : 0;
+  if (size > room) truncated_ = true;
+  target.append(data, std::min(size, room));
+}
+
+}  // namespace sandlot::orchestrator

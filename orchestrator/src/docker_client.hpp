@@ -1,0 +1,138 @@
+// A small Docker Engine API client over Beast: unix socket or tcp://, one connection per call,
+// API version negotiated via /_ping. Everything is a coroutine on the caller's executor.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <nlohmann/json.hpp>
+
+namespace sandlot::orchestrator {
+
+/// Where the engine listens: "unix:///var/run/docker.sock", "/path.sock" or "tcp://127.0.0.1:2375".
+struct engine_address {
+  enum class kind { unix_socket, tcp } type = kind::unix_socket;
+  std::string path;  // unix
+  std::string host;  // tcp
+  unsigned short port = 0;
+
+  /// Throws std::invalid_argument with a message that says what is accepted.
+  static engine_address parse(const std::string& spec);
+  /// DOCKER_HOST, or the local socket.
+  static std::string default_spec();
+  std::string to_string() const;
+};
+
+/// An engine call that failed: HTTP status (0 when the engine could not be reached) and its message.
+class engine_error : public std::runtime_error {
+ public:
+  engine_error(unsigned status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  unsigned status() const noexcept { return status_; }
+
+ private:
+  unsigned status_;
+};
+
+struct exec_spec {
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // KEY=VALUE
+  std::string workdir;
+  std::optional<std::string> stdin_data;
+  std::chrono::milliseconds timeout{60000};
+  std::size_t output_limit = 8 * 1024 * 1024;  // per stream; the rest is dropped and flagged
+};
+
+struct exec_output {
+  int exit_code = -1;
+  std::string stdout_data;
+  std::string stderr_data;
+  bool truncated = false;
+  bool timed_out = false;
+};
+
+class docker_client {
+ public:
+  docker_client(boost::asio::any_io_executor ex, engine_address addr);
+
+  /// GET /_ping; remembers the engine's API version for later calls. Throws engine_error.
+  boost::asio::awaitable<std::string> negotiate();
+  const std::string& api_version() const noexcept { return api_version_; }
+  const engine_address& address() const noexcept { return addr_; }
+
+  struct response {
+    unsigned status = 0;
+    std::string body;
+    nlohmann::json json() const;
+  };
+  /// One versioned API call (target without the /vX.Y prefix). Throws engine_error when the
+  /// engine cannot be reached; HTTP errors are returned, not thrown.
+  boost::asio::awaitable<response> call(boost::beast::http::verb method, const std::string& target,
+                                        const std::optional<nlohmann::json>& body = std::nullopt,
+                                        std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+  /// GET /images/{ref}/json is 200.
+  boost::asio::awaitable<bool> image_exists(const std::string& ref);
+  /// Pulls `ref`, reading the whole progress stream; throws engine_error with the engine's reason.
+  /// Gives up at `deadline`, or when the stream shows no progress for `stall_timeout`.
+  boost::asio::awaitable<void> pull(const std::string& ref,
+                                    std::chrono::steady_clock::time_point deadline,
+                                    std::chrono::milliseconds stall_timeout = std::chrono::seconds(60));
+
+  /// Creates and starts a container; returns its id. Throws engine_error.
+  boost::asio::awaitable<std::string> create_container(const std::string& name,
+                                                       const nlohmann::json& spec);
+  boost::asio::awaitable<void> start_container(const std::string& id);
+  /// GET /containers/{id}/json.
+  boost::asio::awaitable<nlohmann::json> inspect_container(const std::string& id);
+  /// Removes with force; returns once the engine confirms the container is gone (404 counts).
+  boost::asio::awaitable<void> remove_container(const std::string& id);
+  struct container_summary {
+    std::string id;
+    std::map<std::string, std::string> labels;
+  };
+  /// Containers (any state) carrying every label in `labels` ("key=value" or "key").
+  boost::asio::awaitable<std::vector<container_summary>> list_containers(
+      const std::vector<std::string>& labels);
+
+  /// Runs argv via the exec endpoints, demultiplexing stdout/stderr; stdin through an upgraded
+  /// (hijacked) connection with a half-close for EOF.
+  boost::asio::awaitable<exec_output> exec(const std::string& container_id, const exec_spec& spec);
+
+ private:
+  std::string versioned(const std::string& target) const;
+
+  boost::asio::any_io_executor ex_;
+  engine_address addr_;
+  std::string api_version_ = "1.41";
+};
+
+/// Splits a Docker multiplexed stream (8-byte frame headers) into stdout and stderr, keeping at
+/// most `limit` bytes per stream. Feed bytes as they arrive.
+class stream_demuxer {
+ public:
+  explicit stream_demuxer(std::size_t limit) : limit_(limit) {}
+  void feed(const char* data, std::size_t size);
+  /// True when the input ended on a frame boundary.
+  bool complete() const noexcept { return pending_.empty() && remaining_ == 0; }
+  std::string& out() noexcept { return out_; }
+  std::string& err() noexcept { return err_; }
+  bool truncated() const noexcept { return truncated_; }
+
+ private:
+  void append(int stream, const char* data, std::size_t size);
+  std::size_t limit_;
+  std::string pending_;  // a partial header
+  int stream_ = 0;
+  std::size_t remaining_ = 0;
+  std::string out_, err_;
+  bool truncated_ = false;
+};
+
+}  // namespace sandlot::orchestrator

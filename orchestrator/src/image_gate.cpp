@@ -1,0 +1,151 @@
+#include "image_gate.hpp"
+
+#include <algorithm>
+#include <exception>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace sandlot::orchestrator {
+
+namespace asio = boost::asio;
+using protocol::api_error;
+using protocol::errc;
+using clock = std::chrono::steady_clock;
+
+image_gate::image_gate(asio::any_io_executor ex, exists_fn exists, pull_fn pull, options opts)
+    : ex_(std::move(ex)), exists_(std::move(exists)), pull_(std::move(pull)), opts_(opts) {
+  opts_.max_concurrent_pulls = std::max(1, opts_.max_concurrent_pulls);
+  opts_.attempts = std::max(1, opts_.attempts);
+}
+
+asio::awaitable<void> image_gate::ensure(const std::string& image) {
+  auto& slot = images_[image];
+  if (!slot) slot = std::make_shared<entry>();
+  std::shared_ptr<entry> e = slot;  // keeps the entry alive across suspension
+  if (e->state == image_state::present) co_return;
+
+  if (e->state != image_state::pulling && e->state != image_state::waiting_for_cap) {
+    // No flight in progress: start one. Everyone arriving while it runs joins it.
+    ++e->generation;
+    ++flights_started_;
+    e->state = image_state::waiting_for_cap;
+    e->error.clear();
+    asio::co_spawn(ex_, flight(image, e), asio::detached);
+  }
+  const std::uint64_t generation = e->generation;
+  ++e->waiters;
+  struct leave {
+    entry& e;
+    ~leave() { --e.waiters; }
+  } guard{*e};
+  while (e->generation == generation &&
+         (e->state == image_state::waiting_for_cap || e->state == image_state::pulling)) {
+    co_await e->done.wait();
+  }
+  if (e->state == image_state::present) co_return;
+  throw api_error(errc::image_pull_failed,
+                  fmt::format("could not pull image '{}': {}; check the reference and that the "
+                              "registry serves it",
+                              image, e->error.empty() ? "unknown reason" : e->error));
+}
+
+asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entry> e) {
+  // Wait for a free pull slot: distinct images beyond the cap queue here, not at the registry.
+  while (active_pulls_ >= opts_.max_concurrent_pulls) co_await cap_freed_.wait();
+  ++active_pulls_;
+  e->state = image_state::pulling;
+  try {
+    if (co_await exists_(image)) {
+      e->state = image_state::present;
+    } else {
+      co_await pull_with_retries(image);
+      e->state = image_state::present;
+    }
+  } catch (const std::exception& ex) {
+    e->state = image_state::failed;
+    e->error = ex.what();
+    spdlog::warn("image gate: pull of {} failed: {}", image, e->error);
+  }
+  --active_pulls_;
+  cap_freed_.notify_all();
+  e->done.notify_all();
+}
+
+asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
+  const auto deadline = clock::now() + opts_.pull_deadline;
+  auto backoff = opts_.backoff;
+  for (int attempt = 1;; ++attempt) {
+    ++pulls_started_;
+    std::exception_ptr failure;
+    try {
+      spdlog::info("image gate: pulling {} (attempt {}/{})", image, attempt, opts_.attempts);
+      co_await pull_(image, deadline);
+      co_return;
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    ++pulls_failed_;
+    // A reference the registry does not know will not appear on retry; give up at once.
+    bool permanent = false;
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& ex) {
+      std::string what = ex.what();
+      permanent = what.find("not found") != std::string::npos ||
+                  what.find("manifest unknown") != std::string::npos ||
+                  what.find("invalid reference") != std::string::npos;
+    }
+    if (permanent || attempt >= opts_.attempts || clock::now() + backoff >= deadline) {
+      std::rethrow_exception(failure);
+    }
+    asio::steady_timer t(co_await asio::this_coro::executor, backoff);
+    co_await t.async_wait(asio::use_awaitable);
+    backoff *= 2;
+  }
+}
+
+bool image_gate::known_present(const std::string& image) const {
+  auto it = images_.find(image);
+  return it != images_.end() && it->second->state == image_state::present;
+}
+
+void image_gate::invalidate(const std::string& image) {
+  auto it = images_.find(image);
+  if (it != images_.end() && it->second->state == image_state::present) {
+    it->second->state = image_state::unknown;
+  }
+}
+
+bool image_gate::idle() const {
+  return std::none_of(images_.begin(), images_.end(), [](const auto& kv) {
+    return kv.second->state == image_state::pulling || kv.second->state == image_state::waiting_for_cap;
+  });
+}
+
+std::vector<protocol::image_status> image_gate::snapshot() const {
+  std::vector<protocol::image_status> out;
+  for (const auto& [image, e] : images_) {
+    protocol::image_status s;
+    s.image = image;
+    switch (e->state) {
+      case image_state::unknown: s.state = "unknown"; break;
+      case image_state::waiting_for_cap: s.state = "waiting"; break;
+      case image_state::pulling: s.state = "pulling"; break;
+      case image_state::present: s.state = "present"; break;
+      case image_state::failed: s.state = "failed"; break;
+    }
+    s.waiters = e->waiters;
+    s.error = e->error;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace sandlot::orchestrator

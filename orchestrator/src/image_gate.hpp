@@ -1,0 +1,83 @@
+// The image gate: at most one pull per image reference at a time (single flight), a cap on
+// concurrent distinct pulls, retries with backoff, and a pull deadline that is apart from any
+// lease's ready timeout. Waiters of a failed flight all get the failure, naming the image and the
+// engine's reason; the next ensure() of that image starts a new flight.
+//
+// The engine is reached through two injected functions, so the gate is unit-tested with fakes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <sandlot/protocol.hpp>
+
+#include "async_event.hpp"
+
+namespace sandlot::orchestrator {
+
+class image_gate {
+ public:
+  /// True when the engine already has the image.
+  using exists_fn = std::function<boost::asio::awaitable<bool>(const std::string& image)>;
+  /// Pulls the image; throws (any std::exception) with the engine's reason on failure. The
+  /// deadline is the moment the attempt must give up.
+  using pull_fn = std::function<boost::asio::awaitable<void>(
+      const std::string& image, std::chrono::steady_clock::time_point deadline)>;
+
+  struct options {
+    int max_concurrent_pulls = 2;
+    int attempts = 3;                                 // tries per flight
+    std::chrono::milliseconds backoff{500};           // doubled after each failed attempt
+    std::chrono::seconds pull_deadline{600};          // whole flight, all attempts
+  };
+
+  image_gate(boost::asio::any_io_executor ex, exists_fn exists, pull_fn pull, options opts);
+
+  /// Returns once the image is present; throws protocol::api_error(image_pull_failed).
+  boost::asio::awaitable<void> ensure(const std::string& image);
+  /// True if the gate knows the image is present (no engine call).
+  bool known_present(const std::string& image) const;
+  /// Forgets that an image is present (e.g. the engine said "No such image" on create).
+  void invalidate(const std::string& image);
+  /// True while no flight is running or waiting for the cap.
+  bool idle() const;
+
+  std::vector<protocol::image_status> snapshot() const;
+  std::uint64_t pulls_started() const noexcept { return pulls_started_; }
+  std::uint64_t pulls_failed() const noexcept { return pulls_failed_; }
+  std::uint64_t flights_started() const noexcept { return flights_started_; }
+
+ private:
+  enum class image_state { unknown, waiting_for_cap, pulling, present, failed };
+  struct entry {
+    image_state state = image_state::unknown;
+    std::uint64_t generation = 0;  // one per flight
+    std::string error;             // the last flight's failure
+    int waiters = 0;
+    async_event done;
+  };
+
+  boost::asio::awaitable<void> flight(std::string image, std::shared_ptr<entry> e);
+  boost::asio::awaitable<void> pull_with_retries(const std::string& image);
+
+  boost::asio::any_io_executor ex_;
+  exists_fn exists_;
+  pull_fn pull_;
+  options opts_;
+  std::map<std::string, std::shared_ptr<entry>> images_;
+  int active_pulls_ = 0;
+  async_event cap_freed_;
+  std::uint64_t pulls_started_ = 0;
+  std::uint64_t pulls_failed_ = 0;
+  std::uint64_t flights_started_ = 0;
+};
+
+}  // namespace sandlot::orchestrator

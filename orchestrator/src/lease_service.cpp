@@ -1,0 +1,581 @@
+#include "lease_service.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <random>
+#include <variant>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace sandlot::orchestrator {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using protocol::api_error;
+using protocol::errc;
+using protocol::lease_state;
+
+struct lease_service::lease {
+  std::string id;
+  std::string name;
+  protocol::lease_request req;
+  lease_state state = lease_state::queued;
+  std::optional<std::string> waiting_for = "slots";
+  std::optional<protocol::error_body> error;
+  std::optional<protocol::sandbox_info> sandbox;
+
+  clock::time_point created_at = clock::now();
+  clock::time_point admitted_at{};
+  clock::time_point ended_at{};
+  clock::time_point expires_at{};
+
+  bool admitted = false;          // holds slots
+  bool lifecycle_active = false;  // pulling/starting coroutine running
+  bool reached_engine = false;    // a create may have been sent
+  bool finishing = false;         // teardown in progress
+  // A stop asked for while the lifecycle runs; it ends the lease with this state and error.
+  std::optional<std::pair<lease_state, std::optional<protocol::error_body>>> stop;
+  int active_execs = 0;
+  async_event changed;         // every state change
+  async_event stop_requested;  // `stop` was set
+};
+
+namespace {
+
+std::string random_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:012x}", rng() & 0xffffffffffffULL);
+}
+
+std::string slug(std::string_view s, std::size_t max) {
+  std::string out;
+  for (char c : s) {
+    if (out.size() >= max) break;
+    if (std::isalnum(static_cast<unsigned char>(c)) != 0) {
+      out.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+    } else if (!out.empty() && out.back() != '-') {
+      out.push_back('-');
+    }
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out.empty() ? std::string("x") : out;
+}
+
+double seconds_between(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+protocol::error_body err(errc code, std::string message) {
+  return protocol::error_body{std::string(protocol::code_string(code)), std::move(message)};
+}
+
+// Awaitable operators only end a race early on success, so a failure must be a value: these turn
+// an awaitable's exception into a result.
+asio::awaitable<std::exception_ptr> capture(asio::awaitable<void> a) {
+  try {
+    co_await std::move(a);
+    co_return nullptr;
+  } catch (...) {
+    co_return std::current_exception();
+  }
+}
+
+template <class T>
+asio::awaitable<std::pair<std::optional<T>, std::exception_ptr>> capture(asio::awaitable<T> a) {
+  try {
+    co_return std::pair<std::optional<T>, std::exception_ptr>{co_await std::move(a), nullptr};
+  } catch (...) {
+    co_return std::pair<std::optional<T>, std::exception_ptr>{std::nullopt, std::current_exception()};
+  }
+}
+
+}  // namespace
+
+lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider, service_options opts)
+    : ex_(ex),
+      provider_(provider),
+      opts_(std::move(opts)),
+      broker_(opts_.slots),
+      gate_(
+          ex,
+          [this](const std::string& image) { return provider_.engine().image_exists(image); },
+          [this](const std::string& image, clock::time_point deadline) {
+            return provider_.engine().pull(image, deadline);
+          },
+          opts_.gate) {}
+
+lease_service::~lease_service() = default;
+
+asio::awaitable<void> lease_service::start() {
+  auto version = co_await provider_.engine().negotiate();
+  spdlog::info("engine {} answers, API version {}", provider_.engine().address().to_string(), version);
+  if (int removed = co_await provider_.remove_all_own(); removed > 0) {
+    spdlog::warn("removed {} sandbox(es) an earlier orchestratord instance '{}' left behind", removed,
+                 opts_.instance);
+  }
+  reaper_running_ = true;
+  asio::co_spawn(ex_, reaper(), asio::detached);
+  asio::co_spawn(ex_, prepull(), asio::detached);
+}
+
+asio::awaitable<void> lease_service::prepull() {
+  // All prepulls go through the gate at once; its cap limits how many reach the registry.
+  std::vector<std::string> images = opts_.prepull;
+  int pending = static_cast<int>(images.size());
+  async_event all_done;
+  for (const auto& image : images) {
+    asio::co_spawn(
+        ex_,
+        [this, image, &pending, &all_done]() -> asio::awaitable<void> {
+          try {
+            co_await gate_.ensure(image);
+            spdlog::info("prepull: {} is present", image);
+          } catch (const std::exception& e) {
+            spdlog::error("prepull: {}", e.what());
+          }
+          if (--pending == 0) all_done.notify_all();
+        },
+        asio::detached);
+  }
+  while (pending > 0) co_await all_done.wait();
+  prepull_done_ = true;
+  spdlog::info("ready: {} prepull(s) finished", images.size());
+}
+
+lease_service::lease_ptr lease_service::find(const std::string& id) const {
+  auto it = leases_.find(id);
+  if (it == leases_.end()) {
+    throw api_error(errc::not_found, fmt::format("no lease '{}'; it may have been released more than "
+                                                 "{} minutes ago, or was never created here",
+                                                 id, opts_.keep_final.count()));
+  }
+  return it->second;
+}
+
+std::string lease_service::next_lease_name(const protocol::lease_request& req) {
+  return fmt::format("{}-{}-{}", slug(req.run.empty() ? "run" : req.run, 24),
+                     slug(req.test.empty() ? "lease" : req.test, 40), ++name_counter_);
+}
+
+std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_request req) {
+  if (shutting_down_) {
+    throw api_error(errc::shutting_down, "orchestratord is shutting down; retry against a running daemon");
+  }
+  if (req.slots > broker_.slots_total()) {
+    throw api_error(errc::invalid_field,
+                    fmt::format("field 'slots' is {} but this daemon has only {} slot(s); ask for at "
+                                "most {} or start orchestratord with more --slots",
+                                req.slots, broker_.slots_total(), broker_.slots_total()));
+  }
+  const std::string key = req.run + "\n" + req.request_id;
+  if (!req.request_id.empty()) {
+    if (auto it = by_request_id_.find(key); it != by_request_id_.end()) {
+      if (auto l = leases_.find(it->second); l != leases_.end()) return {view(*l->second), false};
+    }
+  }
+  auto l = std::make_shared<lease>();
+  do {
+    l->id = random_id();
+  } while (leases_.count(l->id) != 0);
+  l->name = next_lease_name(req);
+  l->req = std::move(req);
+  l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
+  leases_[l->id] = l;
+  if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
+  ++leases_created_;
+  broker_.enqueue(l->id, l->req.slots);
+  spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
+               l->req.slots, l->req.test);
+  pump();
+  // The view from before pump() says "queued"; an admitted lease reports its new state on GET.
+  return {view(*l), true};
+}
+
+void lease_service::pump() {
+  for (auto& id : broker_.admit()) {
+    auto it = leases_.find(id);
+    if (it == leases_.end()) continue;
+    auto l = it->second;
+    l->admitted = true;
+    l->admitted_at = clock::now();
+    wait_seconds_.observe(seconds_between(l->created_at, l->admitted_at));
+    l->lifecycle_active = true;
+    asio::co_spawn(ex_, lifecycle(l), asio::detached);
+  }
+  // Everyone still queued has moved up.
+  for (auto& [id, l] : leases_) {
+    if (l->state == lease_state::queued) l->changed.notify_all();
+  }
+}
+
+void lease_service::set_state(lease& l, lease_state s, std::optional<std::string> waiting_for) {
+  l.state = s;
+  l.waiting_for = std::move(waiting_for);
+  l.changed.notify_all();
+}
+
+void lease_service::touch(lease& l) {
+  if (!protocol::is_final(l.state)) l.expires_at = clock::now() + std::chrono::seconds(l.req.ttl_s);
+}
+
+asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
+  using namespace asio::experimental::awaitable_operators;
+  std::optional<std::pair<lease_state, std::optional<protocol::error_body>>> outcome;
+  try {
+    // At the gate: pull time is apart from the ready timeout.
+    if (!gate_.known_present(l->req.image)) set_state(*l, lease_state::pulling, "image");
+    const auto gate_start = clock::now();
+    // A release while waiting at the gate must not wait for someone else's pull to finish.
+    // (Re-checking each second covers a stop that lands before the waiter is registered.)
+    auto stopped = [l]() -> asio::awaitable<void> {
+      while (!l->stop) co_await l->stop_requested.wait_until(clock::now() + 1s);
+    };
+    auto at_gate = co_await (capture(gate_.ensure(l->req.image)) || stopped());
+    if (at_gate.index() == 0) {
+      if (auto failure = std::get<0>(at_gate)) std::rethrow_exception(failure);
+      pull_wait_seconds_.observe(seconds_between(gate_start, clock::now()));
+    }
+
+    if (!l->stop) {
+      set_state(*l, lease_state::starting, "sandbox");
+      l->reached_engine = true;
+      // A create that the timer cuts short may still land in the engine: end_lease removes by
+      // label, and the orphan sweep catches any that arrive later.
+      asio::steady_timer ready_timer(ex_, std::chrono::seconds(l->req.ready_timeout_s));
+      sandbox_spec spec{l->id, l->name, l->req};
+      auto raced = co_await (capture(provider_.create(spec)) || ready_timer.async_wait(asio::use_awaitable));
+      if (raced.index() == 1) {
+        throw api_error(errc::ready_timeout,
+                        fmt::format("sandbox for image '{}' was not ready within ready_timeout_s={}; "
+                                    "raise ready_timeout_s or check the engine's load",
+                                    l->req.image, l->req.ready_timeout_s));
+      }
+      auto& [sandbox, failure] = std::get<0>(raced);
+      if (failure) std::rethrow_exception(failure);
+      l->sandbox = std::move(sandbox);
+    }
+  } catch (const api_error& e) {
+    outcome.emplace(lease_state::failed, err(e.code(), e.message()));
+  } catch (const engine_error& e) {
+    if (e.status() == 404 && std::string_view(e.what()).find("No such image") != std::string_view::npos) {
+      gate_.invalidate(l->req.image);  // removed behind our back; the next lease pulls again
+    }
+    outcome.emplace(lease_state::failed,
+                    err(errc::sandbox_failed, fmt::format("could not start a sandbox from image '{}': {}",
+                                                          l->req.image, e.what())));
+  } catch (const std::exception& e) {
+    outcome.emplace(lease_state::failed, err(errc::internal, e.what()));
+  }
+  l->lifecycle_active = false;
+  if (l->stop) outcome = l->stop;  // a release or expiry asked for during start-up wins
+  if (outcome) {
+    if (outcome->first == lease_state::failed && outcome->second) {
+      spdlog::warn("lease {} failed: {}", l->id, outcome->second->message);
+    }
+    co_await end_lease(l, outcome->first, outcome->second);
+    co_return;
+  }
+  const auto now = clock::now();
+  ready_seconds_.observe(seconds_between(l->admitted_at, now));
+  touch(*l);
+  set_state(*l, lease_state::ready, std::nullopt);
+  spdlog::info("lease {} ready in {:.3f}s (sandbox {})", l->id, seconds_between(l->created_at, now),
+               l->sandbox->name);
+}
+
+asio::awaitable<void> lease_service::finish(lease_ptr l, lease_state final_state,
+                                            std::optional<protocol::error_body> error) {
+  if (protocol::is_final(l->state)) co_return;
+  if (l->lifecycle_active) {
+    // The lifecycle coroutine owns the lease until it reaches ready or fails; ask it to stop
+    // and wait for the lease to become final.
+    if (!l->stop) l->stop.emplace(final_state, std::move(error));
+    l->stop_requested.notify_all();
+  } else {
+    co_await end_lease(l, final_state, std::move(error));
+  }
+  while (!protocol::is_final(l->state)) co_await l->changed.wait();
+}
+
+asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_state,
+                                               std::optional<protocol::error_body> error) {
+  if (l->finishing || protocol::is_final(l->state)) {
+    while (!protocol::is_final(l->state)) co_await l->changed.wait();
+    co_return;
+  }
+  l->finishing = true;
+  if (!l->admitted) {
+    broker_.cancel(l->id);
+  } else {
+    // The slot comes back only once the engine confirmed the sandbox is gone.
+    for (int attempt = 1; attempt <= 3; ++attempt) {
+      std::string failure;
+      try {
+        if (l->sandbox) {
+          co_await provider_.remove(l->sandbox->id);
+        } else if (l->reached_engine) {
+          co_await provider_.remove_lease(l->id);  // a create cut short may have left one
+        }
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      if (failure.empty()) break;
+      spdlog::error("lease {}: removing its sandbox failed (attempt {}/3): {}", l->id, attempt, failure);
+      if (attempt == 3) {
+        // The orphan sweep retries later; keeping the slot forever would wedge the queue.
+        spdlog::error("lease {}: giving its slot back; the orphan sweep will retry the removal", l->id);
+      } else {
+        asio::steady_timer t(ex_, std::chrono::milliseconds(500 * attempt));
+        co_await t.async_wait(asio::use_awaitable);
+      }
+    }
+    broker_.release(l->req.slots);
+  }
+  l->ended_at = clock::now();
+  l->error = std::move(error);
+  ++leases_total_[final_state];
+  set_state(*l, final_state, std::nullopt);
+  spdlog::info("lease {} {} after {:.3f}s", l->id, protocol::to_string(final_state),
+               seconds_between(l->created_at, l->ended_at));
+  idle_.notify_all();
+  pump();
+}
+
+asio::awaitable<protocol::lease_view> lease_service::get(const std::string& id, int wait_s) {
+  auto l = find(id);
+  touch(*l);
+  const auto deadline = clock::now() + std::chrono::seconds(std::clamp(wait_s, 0, 300));
+  while (l->state != lease_state::ready && !protocol::is_final(l->state) && clock::now() < deadline) {
+    co_await l->changed.wait_until(deadline);
+  }
+  touch(*l);
+  co_return view(*l);
+}
+
+protocol::renew_response lease_service::renew(const std::string& id) {
+  auto l = find(id);
+  if (protocol::is_final(l->state)) {
+    throw api_error(errc::lease_gone,
+                    fmt::format("lease {} is {}: {}", id, protocol::to_string(l->state),
+                                l->error ? l->error->message : std::string("released by its holder")));
+  }
+  touch(*l);
+  return {l->id, l->state, seconds_between(clock::now(), l->expires_at)};
+}
+
+asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id, protocol::exec_request req) {
+  auto l = find(id);
+  if (protocol::is_final(l->state)) {
+    throw api_error(errc::lease_gone,
+                    fmt::format("lease {} is {}: {}", id, protocol::to_string(l->state),
+                                l->error ? l->error->message : std::string("released by its holder")));
+  }
+  if (l->state != lease_state::ready || !l->sandbox) {
+    throw api_error(errc::lease_not_ready,
+                    fmt::format("lease {} is {}, not ready; wait with GET /v1/leases/{}?wait_s=30 first",
+                                id, protocol::to_string(l->state), id));
+  }
+  touch(*l);
+  exec_spec spec;
+  spec.argv = std::move(req.argv);
+  for (const auto& [k, v] : req.env) spec.env.push_back(k + "=" + v);
+  spec.workdir = std::move(req.workdir);
+  spec.stdin_data = std::move(req.stdin_data);
+  spec.timeout = std::chrono::seconds(req.timeout_s);
+  spec.output_limit = opts_.exec_output_limit;
+  const auto started = clock::now();
+  ++l->active_execs;
+  struct done {
+    lease& l;
+    lease_service& s;
+    ~done() {
+      --l.active_execs;
+      s.touch(l);
+    }
+  } guard{*l, *this};
+  exec_output out;
+  try {
+    out = co_await provider_.exec(l->sandbox->id, spec);
+  } catch (const engine_error& e) {
+    if (protocol::is_final(l->state) || l->finishing) {
+      throw api_error(errc::lease_gone, fmt::format("lease {} ended while the command ran", id));
+    }
+    throw api_error(errc::exec_failed, fmt::format("could not run '{}' in lease {}: {}", spec.argv.front(), id,
+                                                   e.what()));
+  }
+  protocol::exec_result r;
+  r.exit_code = out.exit_code;
+  r.stdout_data = std::move(out.stdout_data);
+  r.stderr_data = std::move(out.stderr_data);
+  r.truncated = out.truncated;
+  r.timed_out = out.timed_out;
+  r.duration_s = seconds_between(started, clock::now());
+  co_return r;
+}
+
+asio::awaitable<protocol::lease_view> lease_service::release(const std::string& id) {
+  auto l = find(id);
+  co_await finish(l, lease_state::released, std::nullopt);
+  co_return view(*l);
+}
+
+asio::awaitable<void> lease_service::reaper() {
+  asio::steady_timer timer(ex_);
+  auto next_sweep = clock::now() + opts_.orphan_sweep_interval;
+  while (!shutting_down_) {
+    timer.expires_after(opts_.reap_interval);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (shutting_down_) break;
+    const auto now = clock::now();
+    std::vector<std::string> forget;
+    for (auto& [id, l] : leases_) {
+      if (protocol::is_final(l->state)) {
+        if (now - l->ended_at > opts_.keep_final) forget.push_back(id);
+        continue;
+      }
+      if (l->finishing || l->stop || l->active_execs > 0 || now < l->expires_at) continue;
+      auto message = fmt::format("lease {} expired: not renewed within ttl_s={}; the client stopped "
+                                 "heartbeating (crashed or hung?)",
+                                 id, l->req.ttl_s);
+      spdlog::warn("{}", message);
+      asio::co_spawn(ex_, finish(l, lease_state::expired, err(errc::lease_gone, message)), asio::detached);
+    }
+    for (const auto& id : forget) leases_.erase(id);
+    for (auto it = by_request_id_.begin(); it != by_request_id_.end();) {
+      it = leases_.count(it->second) == 0 ? by_request_id_.erase(it) : std::next(it);
+    }
+    if (now >= next_sweep) {
+      next_sweep = now + opts_.orphan_sweep_interval;
+      try {
+        co_await sweep_orphans();
+      } catch (const std::exception& e) {
+        spdlog::warn("orphan sweep failed: {}", e.what());
+      }
+    }
+  }
+  reaper_running_ = false;
+  reaper_stopped_.notify_all();
+}
+
+asio::awaitable<void> lease_service::sweep_orphans() {
+  // Sandboxes of this instance whose lease is unknown or already final: left by a create that was
+  // cut short, or by a removal that failed. Live leases (even mid-create) are never touched.
+  for (const auto& c : co_await provider_.list_own()) {
+    auto lease_label = c.labels.find(labels::lease);
+    const std::string lease_id = lease_label == c.labels.end() ? std::string() : lease_label->second;
+    auto it = leases_.find(lease_id);
+    if (it != leases_.end() && !protocol::is_final(it->second->state)) continue;
+    spdlog::warn("removing orphaned sandbox {} (lease {})", c.id.substr(0, 12), lease_id);
+    co_await provider_.remove(c.id);
+  }
+}
+
+asio::awaitable<void> lease_service::shutdown() {
+  shutting_down_ = true;
+  spdlog::info("shutting down: failing queued leases and removing every sandbox");
+  std::vector<lease_ptr> live;
+  for (auto& [id, l] : leases_) {
+    if (!protocol::is_final(l->state)) live.push_back(l);
+  }
+  int pending = static_cast<int>(live.size());
+  async_event all_done;
+  for (auto& l : live) {
+    asio::co_spawn(
+        ex_,
+        [this, l, &pending, &all_done]() -> asio::awaitable<void> {
+          try {
+            co_await finish(l, lease_state::failed,
+                            err(errc::shutting_down, "orchestratord shut down; the sandbox was removed"));
+          } catch (const std::exception& e) {
+            spdlog::error("shutdown of lease {}: {}", l->id, e.what());
+          }
+          if (--pending == 0) all_done.notify_all();
+        },
+        asio::detached);
+  }
+  while (pending > 0) co_await all_done.wait();
+  try {
+    co_await provider_.remove_all_own();
+  } catch (const std::exception& e) {
+    spdlog::error("final sweep failed: {}", e.what());
+  }
+  spdlog::info("shutdown complete: {} lease(s) ended", live.size());
+}
+
+protocol::lease_view lease_service::view(const lease& l) const {
+  protocol::lease_view v;
+  v.id = l.id;
+  v.name = l.name;
+  v.state = l.state;
+  v.run = l.req.run;
+  v.test = l.req.test;
+  v.image = l.req.image;
+  v.slots = l.req.slots;
+  v.ttl_s = l.req.ttl_s;
+  if (l.state == lease_state::queued) {
+    int pos = broker_.position(l.id);
+    if (pos >= 0) v.position = pos;
+  }
+  v.waiting_for = l.waiting_for;
+  if (!protocol::is_final(l.state)) v.expires_in_s = seconds_between(clock::now(), l.expires_at);
+  v.sandbox = l.sandbox;
+  if (protocol::is_final(l.state)) v.sandbox.reset();
+  v.error = l.error;
+  return v;
+}
+
+protocol::status_view lease_service::status() const {
+  protocol::status_view s;
+  s.instance = opts_.instance;
+  s.slots_total = broker_.slots_total();
+  s.slots_in_use = broker_.slots_in_use();
+  s.queue_length = broker_.queue_length();
+  s.ready = prepull_done_;
+  for (const auto& [id, l] : leases_) {
+    if (!protocol::is_final(l->state)) s.leases.push_back(view(*l));
+  }
+  s.images = gate_.snapshot();
+  return s;
+}
+
+std::string lease_service::metrics_text() const {
+  std::string out;
+  render_metric(out, "sandlot_slots_total", "gauge", "Slot budget (--slots).", broker_.slots_total());
+  render_metric(out, "sandlot_slots_in_use", "gauge", "Slots held by admitted leases.", broker_.slots_in_use());
+  render_metric(out, "sandlot_queue_length", "gauge", "Leases waiting for slots.", broker_.queue_length());
+  render_metric(out, "sandlot_ready", "gauge", "1 once every prepull finished.", prepull_done_ ? 1 : 0);
+  std::map<lease_state, int> by_state;
+  for (const auto& [id, l] : leases_) {
+    if (!protocol::is_final(l->state)) ++by_state[l->state];
+  }
+  out += "# HELP sandlot_leases Live leases by state.\n# TYPE sandlot_leases gauge\n";
+  for (auto s : {lease_state::queued, lease_state::pulling, lease_state::starting, lease_state::ready}) {
+    out += fmt::format("sandlot_leases{{state=\"{}\"}} {}\n", protocol::to_string(s), by_state[s]);
+  }
+  out += "# HELP sandlot_leases_ended_total Leases that ended, by final state.\n"
+         "# TYPE sandlot_leases_ended_total counter\n";
+  for (auto s : {lease_state::released, lease_state::failed, lease_state::expired}) {
+    auto it = leases_total_.find(s);
+    out += fmt::format("sandlot_leases_ended_total{{state=\"{}\"}} {}\n", protocol::to_string(s),
+                       it == leases_total_.end() ? 0 : it->second);
+  }
+  render_metric(out, "sandlot_leases_created_total", "counter", "Leases created.",
+                static_cast<double>(leases_created_));
+  render_metric(out, "sandlot_pulls_started_total", "counter", "Pull attempts sent to the engine.",
+                static_cast<double>(gate_.pulls_started()));
+  render_metric(out, "sandlot_pulls_failed_total", "counter", "Pull attempts that failed.",
+                static_cast<double>(gate_.pulls_failed()));
+  wait_seconds_.render(out, "sandlot_lease_wait_seconds", "Time a lease waited for slots (queued to admitted).");
+  pull_wait_seconds_.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
+  ready_seconds_.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");
+  return out;
+}
+
+}  // namespace sandlot::orchestrator

@@ -1,0 +1,169 @@
+#include "router.hpp"
+
+#include <charconv>
+#include <string_view>
+
+#include <boost/beast/http/verb.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace sandlot::orchestrator {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using json = nlohmann::json;
+using protocol::api_error;
+using protocol::errc;
+
+namespace {
+
+http_response make_response(unsigned status, std::string body, std::string_view content_type,
+                            unsigned version, bool keep_alive) {
+  http_response res{static_cast<http::status>(status), version};
+  res.set(http::field::server, "orchestratord");
+  res.set(http::field::content_type, content_type);
+  res.keep_alive(keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+http_response json_response(unsigned status, const json& body, const http_request& req) {
+  return make_response(status, body.dump() + "\n", "application/json", req.version(), req.keep_alive());
+}
+
+struct target {
+  std::vector<std::string_view> segments;
+  std::string_view query;
+};
+
+target split_target(std::string_view t) {
+  target out;
+  if (auto q = t.find('?'); q != std::string_view::npos) {
+    out.query = t.substr(q + 1);
+    t = t.substr(0, q);
+  }
+  while (!t.empty()) {
+    if (t.front() == '/') {
+      t.remove_prefix(1);
+      continue;
+    }
+    auto slash = t.find('/');
+    out.segments.push_back(t.substr(0, slash));
+    t = slash == std::string_view::npos ? std::string_view{} : t.substr(slash);
+  }
+  return out;
+}
+
+/// An integer query parameter, or `fallback` when absent; 400 when present but not a number.
+int query_int(std::string_view query, std::string_view key, int fallback) {
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) != key) continue;
+    auto value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+    int v = 0;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc{} || p != value.data() + value.size() || v < 0) {
+      throw api_error(errc::invalid_field,
+                      fmt::format("query parameter '{}' must be a non-negative integer of seconds", key));
+    }
+    return v;
+  }
+  return fallback;
+}
+
+void check_lease_id(std::string_view id) {
+  const bool ok = !id.empty() && id.size() <= 64 &&
+                  id.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyz-") == std::string_view::npos;
+  if (!ok) throw api_error(errc::not_found, fmt::format("no lease '{}': lease ids are lowercase hex", id.substr(0, 64)));
+}
+
+[[noreturn]] void method_not_allowed(const http_request& req, std::string_view allowed) {
+  throw api_error(errc::method_not_allowed, fmt::format("{} is not supported on {}; use {}",
+                                                        std::string_view(req.method_string()),
+                                                        std::string_view(req.target()), allowed));
+}
+
+}  // namespace
+
+http_response error_response(errc code, std::string_view message, unsigned version, bool keep_alive) {
+  return make_response(static_cast<unsigned>(protocol::http_status(code)),
+                       protocol::error_json(code, message).dump() + "\n", "application/json", version,
+                       keep_alive);
+}
+
+asio::awaitable<http_response> router::handle(const http_request& req) {
+  try {
+    co_return co_await dispatch(req);
+  } catch (const api_error& e) {
+    co_return error_response(e.code(), e.message(), req.version(), req.keep_alive());
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: {}", std::string_view(req.method_string()), std::string_view(req.target()), e.what());
+    co_return error_response(errc::internal, "internal error in orchestratord; see its log", req.version(),
+                             req.keep_alive());
+  }
+}
+
+asio::awaitable<http_response> router::dispatch(const http_request& req) {
+  const auto t = split_target(req.target());
+  const auto& seg = t.segments;
+  const auto method = req.method();
+
+  if (seg.size() == 1 && seg[0] == "healthz") {
+    if (method != http::verb::get) method_not_allowed(req, "GET");
+    co_return json_response(200, json{{"status", "ok"}}, req);
+  }
+  if (seg.size() == 1 && seg[0] == "readyz") {
+    if (method != http::verb::get) method_not_allowed(req, "GET");
+    if (service_.ready()) co_return json_response(200, json{{"status", "ready"}}, req);
+    co_return json_response(503, json{{"status", "prepulling"}, {"message", "prepulls are still running; see GET /v1/status"}}, req);
+  }
+  if (seg.size() == 1 && seg[0] == "metrics") {
+    if (method != http::verb::get) method_not_allowed(req, "GET");
+    co_return make_response(200, service_.metrics_text(), "text/plain; version=0.0.4", req.version(),
+                            req.keep_alive());
+  }
+  if (seg.empty() || seg[0] != "v1") {
+    throw api_error(errc::not_found, fmt::format("no route {}; the API lives under /v1 (see docs/api.md)",
+                                                 std::string_view(req.target()).substr(0, 200)));
+  }
+  if (seg.size() == 2 && seg[1] == "status") {
+    if (method != http::verb::get) method_not_allowed(req, "GET");
+    co_return json_response(200, service_.status(), req);
+  }
+  if (seg.size() >= 2 && seg[1] == "leases") {
+    if (seg.size() == 2) {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::lease_request>(req.body());
+      auto [view, created] = service_.create(std::move(body));
+      co_return json_response(created ? 201 : 200, view, req);
+    }
+    const std::string id(seg[2]);
+    check_lease_id(id);
+    if (seg.size() == 3) {
+      if (method == http::verb::get) {
+        co_return json_response(200, co_await service_.get(id, query_int(t.query, "wait_s", 0)), req);
+      }
+      if (method == http::verb::delete_) {
+        co_return json_response(200, co_await service_.release(id), req);
+      }
+      method_not_allowed(req, "GET or DELETE");
+    }
+    if (seg.size() == 4 && seg[3] == "renew") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      co_return json_response(200, service_.renew(id), req);
+    }
+    if (seg.size() == 4 && seg[3] == "exec") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::exec_request>(req.body());
+      co_return json_response(200, co_await service_.exec(id, std::move(body)), req);
+    }
+  }
+  throw api_error(errc::not_found, fmt::format("no route {} (see docs/api.md)",
+                                               std::string_view(req.target()).substr(0, 200)));
+}
+
+}  // namespace sandlot::orchestrator

@@ -1,0 +1,131 @@
+// The synchronous Sandlot client: lease a sandbox from orchestratord, run commands in it, release it.
+//
+//   sandlot::client::client c;                       // SANDLOT_URL or http://127.0.0.1:7345
+//   auto lease = sandlot::client::lease::acquire(c, {.image = "127.0.0.1:5000/sandlot/busybox:1"});
+//   auto r = lease.exec({"echo", "hi"});              // r.exit_code, r.stdout_data, r.stderr_data
+//   // ~lease releases the sandbox; a background thread heartbeats until then.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sandlot/protocol.hpp>
+
+namespace sandlot::client {
+
+/// A failed call: names the URL tried, and carries the daemon's HTTP status, error code and message.
+/// status() is 0 when no HTTP answer arrived (nothing listening, timeout).
+/// what() reads like `POST http://127.0.0.1:7345/v1/leases: 400 invalid_field: field 'slots' ...`.
+class error : public std::runtime_error {
+ public:
+  error(std::string url, int status, std::string code, std::string message);
+  error(std::string method, std::string url, int status, std::string code, std::string message);
+  /// The HTTP method of the failed call, or empty.
+  const std::string& method() const noexcept { return method_; }
+  const std::string& url() const noexcept { return url_; }
+  int status() const noexcept { return status_; }
+  const std::string& code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string method_;
+  std::string url_;
+  int status_;
+  std::string code_;
+  std::string message_;
+};
+
+/// SANDLOT_URL, or http://127.0.0.1:7345.
+std::string url_from_env();
+/// SANDLOT_TOKEN, or empty.
+std::string token_from_env();
+/// SANDLOT_RUN, or an id shared by all children of the parent process (one ctest invocation).
+std::string run_from_env();
+
+struct options {
+  std::string url = url_from_env();
+  std::string token = token_from_env();
+  std::chrono::seconds request_timeout{120};  // per call, on top of any long-poll wait
+};
+
+class client {
+ public:
+  client();
+  explicit client(std::string url);
+  explicit client(options opts);
+
+  /// POST /v1/leases. The lease starts queued; use get(id, wait_s) or lease::acquire to wait.
+  protocol::lease_view create(const protocol::lease_request& req) const;
+  /// GET /v1/leases/{id}?wait_s=N: returns once ready or final, or after wait_s seconds.
+  protocol::lease_view get(const std::string& id, int wait_s = 0) const;
+  /// POST /v1/leases/{id}/renew.
+  protocol::renew_response renew(const std::string& id) const;
+  /// POST /v1/leases/{id}/exec.
+  protocol::exec_result exec(const std::string& id, const protocol::exec_request& req) const;
+  /// DELETE /v1/leases/{id}: returns once the sandbox is gone.
+  void release(const std::string& id) const;
+  /// GET /v1/status.
+  protocol::status_view status() const;
+
+  struct response {
+    int status = 0;
+    std::string body;
+  };
+  /// A raw call for anything else; throws error only when no HTTP answer arrived.
+  response request(std::string_view method, std::string_view target, std::string_view body = {},
+                   std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
+
+  const std::string& url() const noexcept { return opts_.url; }
+
+ private:
+  nlohmann::json call(std::string_view method, const std::string& target, std::string_view body,
+                      int expect_status, std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
+  options opts_;
+};
+
+/// An RAII lease: acquired ready, heartbeated from a background thread, released on destruction.
+class lease {
+ public:
+  /// Creates the lease and waits (long-polling) until it is ready; throws error if it fails or
+  /// is not ready within `wait` (the lease is released before the throw).
+  static lease acquire(const client& c, protocol::lease_request req,
+                       std::chrono::seconds wait = std::chrono::seconds{900});
+
+  lease(lease&&) noexcept;
+  lease& operator=(lease&&) noexcept;
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  ~lease();
+
+  const std::string& id() const noexcept;
+  /// The readable unique name for anything the test creates outside its sandbox.
+  const std::string& name() const noexcept;
+  const protocol::lease_view& view() const noexcept;
+  const protocol::sandbox_info& sandbox() const;
+
+  /// Runs argv in the sandbox (never through a shell).
+  protocol::exec_result exec(std::vector<std::string> argv, std::optional<std::string> stdin_data = {},
+                             std::map<std::string, std::string> env = {}, int timeout_s = 60) const;
+  protocol::exec_result exec(const protocol::exec_request& req) const;
+
+  /// Releases now (idempotent); the destructor calls it and swallows errors.
+  void release();
+  /// A heartbeat failure (e.g. the daemon expired the lease), or empty.
+  std::optional<std::string> heartbeat_error() const;
+
+ private:
+  struct state;
+  explicit lease(std::unique_ptr<state> s);
+  std::unique_ptr<state> s_;
+};
+
+}  // namespace sandlot::client

@@ -1,0 +1,205 @@
+// The Sandlot HTTP API v1 wire types, shared by orchestratord and the client library so the two
+// cannot drift. docs/api.md describes each endpoint; this header is its source of truth.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sandlot::protocol {
+
+inline constexpr std::string_view api_prefix = "/v1";
+inline constexpr int default_port = 7345;
+inline constexpr std::string_view default_url = "http://127.0.0.1:7345";
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one stable code and one HTTP status per value.
+
+enum class errc {
+  unknown,
+  bad_request,          // malformed HTTP
+  bad_json,             // body is not JSON, or not an object
+  invalid_field,        // a field is missing, of the wrong type or out of range
+  not_found,            // no such route or lease
+  method_not_allowed,   // route exists, method does not
+  payload_too_large,    // body over the limit
+  lease_not_ready,      // exec on a lease that has no sandbox yet
+  lease_gone,           // lease already released, failed or expired
+  image_pull_failed,    // the image gate could not pull the image
+  sandbox_failed,       // the engine could not create or start the sandbox
+  ready_timeout,        // the sandbox did not become ready within ready_timeout_s
+  engine_error,         // the container engine answered with an error
+  exec_failed,          // the engine could not run the command
+  shutting_down,        // the daemon is stopping
+  unauthorized,         // token missing or wrong
+  internal,             // a bug: please report
+};
+
+/// The stable string for a code, e.g. "invalid_field".
+std::string_view code_string(errc code) noexcept;
+/// Parses a code string; unknown strings map to errc::unknown.
+errc code_from_string(std::string_view code) noexcept;
+/// The HTTP status that goes with a code.
+int http_status(errc code) noexcept;
+
+/// An error the API reports as `{"error":{"code","message"}}`.
+class api_error : public std::runtime_error {
+ public:
+  api_error(errc code, std::string message)
+      : std::runtime_error(message), code_(code), message_(std::move(message)) {}
+  errc code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  errc code_;
+  std::string message_;
+};
+
+struct error_body {
+  std::string code;
+  std::string message;
+};
+nlohmann::json error_json(errc code, std::string_view message);
+
+// ---------------------------------------------------------------------------------------------
+// Enumerations with an explicit `unknown`.
+
+enum class lease_state { unknown, queued, pulling, starting, ready, released, failed, expired };
+std::string_view to_string(lease_state s) noexcept;
+lease_state lease_state_from_string(std::string_view s) noexcept;
+/// released, failed and expired are final: a lease never leaves them.
+bool is_final(lease_state s) noexcept;
+
+enum class network_mode { unknown, none, host };
+std::string_view to_string(network_mode m) noexcept;
+network_mode network_mode_from_string(std::string_view s) noexcept;
+
+// ---------------------------------------------------------------------------------------------
+// Requests and responses.
+
+/// POST /v1/leases
+struct lease_request {
+  std::string image;                      // required: a registry reference, e.g. 127.0.0.1:5000/x:1
+  std::string run;                        // groups the leases of one test run
+  std::string test;                       // the test case name, for status and reports
+  std::string request_id;                 // optional client token; a repeat returns the same lease
+  int slots = 1;                          // weight against the daemon's --slots budget
+  int ttl_s = 30;                         // heartbeat deadline; missed → expired
+  int ready_timeout_s = 300;              // from `starting` until ready
+  network_mode network = network_mode::none;
+  std::map<std::string, std::string> env; // container environment
+  std::int64_t memory_mb = 256;           // memory limit
+  double cpus = 1.0;                      // CPU limit (NanoCpus)
+  int pids_limit = 256;                   // pids cgroup limit
+  bool read_only = false;                 // read-only root filesystem (with a tmpfs /tmp)
+};
+
+struct sandbox_info {
+  std::string id;        // engine container id
+  std::string name;      // engine container name
+  std::string hostname;  // hostname inside the sandbox
+  std::string image;     // the reference it was created from
+  std::string network;   // "none" or "host"
+};
+
+struct lease_view {
+  std::string id;
+  std::string name;  // readable and unique: for anything the test creates outside the sandbox
+  lease_state state = lease_state::unknown;
+  std::string run;
+  std::string test;
+  std::string image;
+  int slots = 1;
+  int ttl_s = 30;
+  std::optional<int> position;       // 0-based place in the queue while queued
+  std::optional<std::string> waiting_for;  // why it is not ready yet: "slots", "image", "sandbox"
+  std::optional<double> expires_in_s;      // seconds to expiry while it holds resources
+  std::optional<sandbox_info> sandbox;     // once ready
+  std::optional<error_body> error;         // once failed or expired
+};
+
+/// POST /v1/leases/{id}/renew
+struct renew_response {
+  std::string id;
+  lease_state state = lease_state::unknown;
+  double expires_in_s = 0;
+};
+
+/// POST /v1/leases/{id}/exec
+struct exec_request {
+  std::vector<std::string> argv;          // required, non-empty; never run through a shell
+  std::optional<std::string> stdin_data;  // JSON field "stdin"
+  std::map<std::string, std::string> env;
+  std::string workdir;
+  int timeout_s = 60;
+};
+
+struct exec_result {
+  int exit_code = -1;
+  std::string stdout_data;  // JSON field "stdout"
+  std::string stderr_data;  // JSON field "stderr"
+  bool truncated = false;   // output exceeded the daemon's cap and was cut
+  bool timed_out = false;   // killed after timeout_s
+  double duration_s = 0;
+};
+
+struct image_status {
+  std::string image;
+  std::string state;  // "pulling", "present", "failed", "waiting"
+  int waiters = 0;
+  std::string error;
+};
+
+/// GET /v1/status
+struct status_view {
+  std::string instance;
+  int slots_total = 0;
+  int slots_in_use = 0;
+  int queue_length = 0;
+  bool ready = false;
+  std::vector<lease_view> leases;
+  std::vector<image_status> images;
+};
+
+// JSON mapping. Decoding is strict and names the field on failure (api_error invalid_field), so
+// a client sees "field 'slots' must be an integer" rather than a library exception.
+void to_json(nlohmann::json& j, const error_body& v);
+void from_json(const nlohmann::json& j, error_body& v);
+void to_json(nlohmann::json& j, const lease_request& v);
+void from_json(const nlohmann::json& j, lease_request& v);
+void to_json(nlohmann::json& j, const sandbox_info& v);
+void from_json(const nlohmann::json& j, sandbox_info& v);
+void to_json(nlohmann::json& j, const lease_view& v);
+void from_json(const nlohmann::json& j, lease_view& v);
+void to_json(nlohmann::json& j, const renew_response& v);
+void from_json(const nlohmann::json& j, renew_response& v);
+void to_json(nlohmann::json& j, const exec_request& v);
+void from_json(const nlohmann::json& j, exec_request& v);
+void to_json(nlohmann::json& j, const exec_result& v);
+void from_json(const nlohmann::json& j, exec_result& v);
+void to_json(nlohmann::json& j, const image_status& v);
+void from_json(const nlohmann::json& j, image_status& v);
+void to_json(nlohmann::json& j, const status_view& v);
+void from_json(const nlohmann::json& j, status_view& v);
+
+/// Parses a request body into T; throws api_error (bad_json / invalid_field) with a message that
+/// says what to fix.
+template <class T>
+T parse_body(std::string_view body) {
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    throw api_error(errc::bad_json, "request body is not valid JSON; send a JSON object");
+  }
+  if (!j.is_object()) {
+    throw api_error(errc::bad_json, "request body must be a JSON object");
+  }
+  return j.get<T>();
+}
+
+}  // namespace sandlot::protocol

@@ -1,0 +1,359 @@
+#include <sandlot/protocol.hpp>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include <fmt/format.h>
+
+namespace sandlot::protocol {
+namespace {
+
+struct errc_entry {
+  errc code;
+  std::string_view name;
+  int status;
+};
+
+constexpr std::array errc_table{
+    errc_entry{errc::unknown, "unknown", 500},
+    errc_entry{errc::bad_request, "bad_request", 400},
+    errc_entry{errc::bad_json, "bad_json", 400},
+    errc_entry{errc::invalid_field, "invalid_field", 400},
+    errc_entry{errc::not_found, "not_found", 404},
+    errc_entry{errc::method_not_allowed, "method_not_allowed", 405},
+    errc_entry{errc::payload_too_large, "payload_too_large", 413},
+    errc_entry{errc::lease_not_ready, "lease_not_ready", 409},
+    errc_entry{errc::lease_gone, "lease_gone", 410},
+    errc_entry{errc::image_pull_failed, "image_pull_failed", 502},
+    errc_entry{errc::sandbox_failed, "sandbox_failed", 502},
+    errc_entry{errc::ready_timeout, "ready_timeout", 504},
+    errc_entry{errc::engine_error, "engine_error", 502},
+    errc_entry{errc::exec_failed, "exec_failed", 502},
+    errc_entry{errc::shutting_down, "shutting_down", 503},
+    errc_entry{errc::unauthorized, "unauthorized", 401},
+    errc_entry{errc::internal, "internal", 500},
+};
+
+constexpr std::array<std::pair<lease_state, std::string_view>, 8> state_names{{
+    {lease_state::unknown, "unknown"},
+    {lease_state::queued, "queued"},
+    {lease_state::pulling, "pulling"},
+    {lease_state::starting, "starting"},
+    {lease_state::ready, "ready"},
+    {lease_state::released, "released"},
+    {lease_state::failed, "failed"},
+    {lease_state::expired, "expired"},
+}};
+
+constexpr std::array<std::pair<network_mode, std::string_view>, 3> network_names{{
+    {network_mode::unknown, "unknown"},
+    {network_mode::none, "none"},
+    {network_mode::host, "host"},
+}};
+
+using json = nlohmann::json;
+
+[[noreturn]] void bad_field(std::string_view field, std::string_view what) {
+  throw api_error(errc::invalid_field, fmt::format("field '{}' {}", field, what));
+}
+
+const json* find(const json& j, std::string_view field) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+void read(const json& j, std::string_view field, std::string& out, bool required = false) {
+  const json* v = find(j, field);
+  if (v == nullptr) {
+    if (required) bad_field(field, "is required and must be a string");
+    return;
+  }
+  if (!v->is_string()) bad_field(field, "must be a string");
+  out = v->get<std::string>();
+}
+
+void read(const json& j, std::string_view field, std::optional<std::string>& out) {
+  const json* v = find(j, field);
+  if (v == nullptr) return;
+  if (!v->is_string()) bad_field(field, "must be a string");
+  out = v->get<std::string>();
+}
+
+template <class Int>
+void read_int(const json& j, std::string_view field, Int& out, Int lo, Int hi) {
+  const json* v = find(j, field);
+  if (v == nullptr) return;
+  if (!v->is_number_integer()) bad_field(field, "must be an integer");
+  if (v->is_number_unsigned()) {
+    auto u = v->get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(hi)) bad_field(field, fmt::format("must be between {} and {}", lo, hi));
+    out = static_cast<Int>(u);
+  } else {
+    auto s = v->get<std::int64_t>();
+    if (s < static_cast<std::int64_t>(lo) || s > static_cast<std::int64_t>(hi)) {
+      bad_field(field, fmt::format("must be between {} and {}", lo, hi));
+    }
+    out = static_cast<Int>(s);
+  }
+}
+
+void read_double(const json& j, std::string_view field, double& out, double lo, double hi) {
+  const json* v = find(j, field);
+  if (v == nullptr) return;
+  if (!v->is_number()) bad_field(field, "must be a number");
+  double d = v->get<double>();
+  if (!std::isfinite(d) || d < lo || d > hi) bad_field(field, fmt::format("must be between {} and {}", lo, hi));
+  out = d;
+}
+
+void read_bool(const json& j, std::string_view field, bool& out) {
+  const json* v = find(j, field);
+  if (v == nullptr) return;
+  if (!v->is_boolean()) bad_field(field, "must be true or false");
+  out = v->get<bool>();
+}
+
+void read_env(const json& j, std::string_view field, std::map<std::string, std::string>& out) {
+  const json* v = find(j, field);
+  if (v == nullptr) return;
+  if (!v->is_object()) bad_field(field, "must be an object of string values, e.g. {\"KEY\": \"value\"}");
+  for (const auto& [key, value] : v->items()) {
+    if (!value.is_string()) bad_field(fmt::format("{}.{}", field, key), "must be a string");
+    out[key] = value.get<std::string>();
+  }
+}
+
+template <class T>
+void put_optional(json& j, std::string_view field, const std::optional<T>& v) {
+  if (v) j[std::string(field)] = *v;
+}
+
+}  // namespace
+
+std::string_view code_string(errc code) noexcept {
+  for (const auto& e : errc_table) {
+    if (e.code == code) return e.name;
+  }
+  return "unknown";
+}
+
+errc code_from_string(std::string_view code) noexcept {
+  for (const auto& e : errc_table) {
+    if (e.name == code) return e.code;
+  }
+  return errc::unknown;
+}
+
+int http_status(errc code) noexcept {
+  for (const auto& e : errc_table) {
+    if (e.code == code) return e.status;
+  }
+  return 500;
+}
+
+json error_json(errc code, std::string_view message) {
+  return json{{"error", {{"code", code_string(code)}, {"message", message}}}};
+}
+
+std::string_view to_string(lease_state s) noexcept {
+  for (const auto& [v, n] : state_names) {
+    if (v == s) return n;
+  }
+  return "unknown";
+}
+
+lease_state lease_state_from_string(std::string_view s) noexcept {
+  for (const auto& [v, n] : state_names) {
+    if (n == s) return v;
+  }
+  return lease_state::unknown;
+}
+
+bool is_final(lease_state s) noexcept {
+  return s == lease_state::released || s == lease_state::failed || s == lease_state::expired;
+}
+
+std::string_view to_string(network_mode m) noexcept {
+  for (const auto& [v, n] : network_names) {
+    if (v == m) return n;
+  }
+  return "unknown";
+}
+
+network_mode network_mode_from_string(std::string_view s) noexcept {
+  for (const auto& [v, n] : network_names) {
+    if (n == s) return v;
+  }
+  return network_mode::unknown;
+}
+
+// --- error_body -------------------------------------------------------------------------------
+
+void to_json(json& j, const error_body& v) { j = json{{"code", v.code}, {"message", v.message}}; }
+void from_json(const json& j, error_body& v) {
+  read(j, "code", v.code);
+  read(j, "message", v.message);
+}
+
+// --- lease_request ----------------------------------------------------------------------------
+
+void to_json(json& j, const lease_request& v) {
+  j = json{{"image", v.image},        {"slots", v.slots},         {"ttl_s", v.ttl_s},
+           {"ready_timeout_s", v.ready_timeout_s},                {"network", to_string(v.network)},
+           {"env", v.env},            {"memory_mb", v.memory_mb}, {"cpus", v.cpus},
+           {"pids_limit", v.pids_limit},                          {"read_only", v.read_only}};
+  if (!v.run.empty()) j["run"] = v.run;
+  if (!v.test.empty()) j["test"] = v.test;
+  if (!v.request_id.empty()) j["request_id"] = v.request_id;
+}
+
+void from_json(const json& j, lease_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "a lease request must be a JSON object");
+  read(j, "image", v.image, /*required=*/true);
+  if (v.image.empty()) bad_field("image", "must not be empty; name an image such as 127.0.0.1:5000/sandlot/busybox:1");
+  read(j, "run", v.run);
+  read(j, "test", v.test);
+  read(j, "request_id", v.request_id);
+  read_int(j, "slots", v.slots, 1, 1024);
+  read_int(j, "ttl_s", v.ttl_s, 1, 86400);
+  read_int(j, "ready_timeout_s", v.ready_timeout_s, 1, 86400);
+  if (const json* n = find(j, "network")) {
+    if (!n->is_string()) bad_field("network", "must be \"none\" or \"host\"");
+    v.network = network_mode_from_string(n->get<std::string>());
+    if (v.network == network_mode::unknown) bad_field("network", "must be \"none\" or \"host\"");
+  }
+  read_env(j, "env", v.env);
+  read_int<std::int64_t>(j, "memory_mb", v.memory_mb, 6, 1 << 20);
+  read_double(j, "cpus", v.cpus, 0.01, 1024);
+  read_int(j, "pids_limit", v.pids_limit, 8, 1 << 22);
+  read_bool(j, "read_only", v.read_only);
+}
+
+// --- sandbox_info -----------------------------------------------------------------------------
+
+void to_json(json& j, const sandbox_info& v) {
+  j = json{{"id", v.id},       {"name", v.name},         {"hostname", v.hostname},
+           {"image", v.image}, {"network", v.network}};
+}
+void from_json(const json& j, sandbox_info& v) {
+  read(j, "id", v.id);
+  read(j, "name", v.name);
+  read(j, "hostname", v.hostname);
+  read(j, "image", v.image);
+  read(j, "network", v.network);
+}
+
+// --- lease_view -------------------------------------------------------------------------------
+
+void to_json(json& j, const lease_view& v) {
+  j = json{{"id", v.id},       {"name", v.name},   {"state", to_string(v.state)}, {"run", v.run},
+           {"test", v.test},   {"image", v.image}, {"slots", v.slots},            {"ttl_s", v.ttl_s}};
+  put_optional(j, "position", v.position);
+  put_optional(j, "waiting_for", v.waiting_for);
+  put_optional(j, "expires_in_s", v.expires_in_s);
+  put_optional(j, "sandbox", v.sandbox);
+  put_optional(j, "error", v.error);
+}
+
+void from_json(const json& j, lease_view& v) {
+  read(j, "id", v.id);
+  read(j, "name", v.name);
+  std::string state;
+  read(j, "state", state);
+  v.state = lease_state_from_string(state);
+  read(j, "run", v.run);
+  read(j, "test", v.test);
+  read(j, "image", v.image);
+  read_int(j, "slots", v.slots, 0, 1 << 20);
+  read_int(j, "ttl_s", v.ttl_s, 0, 1 << 30);
+  if (const json* p = find(j, "position")) v.position = p->get<int>();
+  read(j, "waiting_for", v.waiting_for);
+  if (const json* e = find(j, "expires_in_s")) v.expires_in_s = e->get<double>();
+  if (const json* s = find(j, "sandbox")) v.sandbox = s->get<sandbox_info>();
+  if (const json* e = find(j, "error")) v.error = e->get<error_body>();
+}
+
+// --- renew_response ---------------------------------------------------------------------------
+
+void to_json(json& j, const renew_response& v) {
+  j = json{{"id", v.id}, {"state", to_string(v.state)}, {"expires_in_s", v.expires_in_s}};
+}
+void from_json(const json& j, renew_response& v) {
+  read(j, "id", v.id);
+  std::string state;
+  read(j, "state", state);
+  v.state = lease_state_from_string(state);
+  read_double(j, "expires_in_s", v.expires_in_s, 0, std::numeric_limits<double>::max());
+}
+
+// --- exec -------------------------------------------------------------------------------------
+
+void to_json(json& j, const exec_request& v) {
+  j = json{{"argv", v.argv}, {"env", v.env}, {"timeout_s", v.timeout_s}};
+  if (v.stdin_data) j["stdin"] = *v.stdin_data;
+  if (!v.workdir.empty()) j["workdir"] = v.workdir;
+}
+
+void from_json(const json& j, exec_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "an exec request must be a JSON object");
+  const json* argv = find(j, "argv");
+  if (argv == nullptr) bad_field("argv", "is required: a non-empty array of strings, e.g. [\"echo\", \"hi\"]");
+  if (!argv->is_array() || argv->empty()) bad_field("argv", "must be a non-empty array of strings");
+  v.argv.clear();
+  for (std::size_t i = 0; i < argv->size(); ++i) {
+    if (!(*argv)[i].is_string()) bad_field(fmt::format("argv[{}]", i), "must be a string");
+    v.argv.push_back((*argv)[i].get<std::string>());
+  }
+  read(j, "stdin", v.stdin_data);
+  read_env(j, "env", v.env);
+  read(j, "workdir", v.workdir);
+  read_int(j, "timeout_s", v.timeout_s, 1, 86400);
+}
+
+void to_json(json& j, const exec_result& v) {
+  j = json{{"exit_code", v.exit_code},   {"stdout", v.stdout_data},     {"stderr", v.stderr_data},
+           {"truncated", v.truncated},   {"timed_out", v.timed_out},    {"duration_s", v.duration_s}};
+}
+
+void from_json(const json& j, exec_result& v) {
+  read_int(j, "exit_code", v.exit_code, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+  read(j, "stdout", v.stdout_data);
+  read(j, "stderr", v.stderr_data);
+  read_bool(j, "truncated", v.truncated);
+  read_bool(j, "timed_out", v.timed_out);
+  read_double(j, "duration_s", v.duration_s, 0, std::numeric_limits<double>::max());
+}
+
+// --- status -----------------------------------------------------------------------------------
+
+void to_json(json& j, const image_status& v) {
+  j = json{{"image", v.image}, {"state", v.state}, {"waiters", v.waiters}};
+  if (!v.error.empty()) j["error"] = v.error;
+}
+void from_json(const json& j, image_status& v) {
+  read(j, "image", v.image);
+  read(j, "state", v.state);
+  read_int(j, "waiters", v.waiters, 0, 1 << 30);
+  read(j, "error", v.error);
+}
+
+void to_json(json& j, const status_view& v) {
+  j = json{{"instance", v.instance},         {"slots_total", v.slots_total},
+           {"slots_in_use", v.slots_in_use}, {"queue_length", v.queue_length},
+           {"ready", v.ready},               {"leases", v.leases},
+           {"images", v.images}};
+}
+void from_json(const json& j, status_view& v) {
+  read(j, "instance", v.instance);
+  read_int(j, "slots_total", v.slots_total, 0, 1 << 30);
+  read_int(j, "slots_in_use", v.slots_in_use, 0, 1 << 30);
+  read_int(j, "queue_length", v.queue_length, 0, 1 << 30);
+  read_bool(j, "ready", v.ready);
+  if (const json* l = find(j, "leases")) v.leases = l->get<std::vector<lease_view>>();
+  if (const json* i = find(j, "images")) v.images = i->get<std::vector<image_status>>();
+}
+
+}  // namespace sandlot::protocol
