@@ -199,6 +199,8 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
 }
 
 void lease_service::pump() {
+  // While shutting down, slots freed by ending leases must not start queued ones.
+  if (shutting_down_) return;
   for (auto& id : broker_.admit()) {
     auto it = leases_.find(id);
     if (it == leases_.end()) continue;
