@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 
 #include <iostream>
+#include <set>
 
 namespace sandlot::orchestrator {
 
@@ -121,8 +122,24 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
     from_toml(t, "instance", app, "--instance", c.instance);
     from_toml(t, "log_level", app, "--log-level", c.log_level);
-    if (c.slots < 1) throw std::runtime_error("config: slots must be at least 1");
-    if (c.max_pulls < 1) throw std::runtime_error("config: max_pulls must be at least 1");
+    // The file gets the same checks as the flags; a typo must not silently change behaviour
+    // (spdlog turns an unknown level name into "off").
+    auto in_range = [&](const char* key, int v, int lo, int hi) {
+      if (v < lo || v > hi) {
+        throw std::runtime_error(fmt::format("config file {}: '{}' is {} but must be between {} and {}",
+                                             c.config_file, key, v, lo, hi));
+      }
+    };
+    in_range("slots", c.slots, 1, 4096);
+    in_range("max_pulls", c.max_pulls, 1, 64);
+    in_range("pull_attempts", c.pull_attempts, 1, 20);
+    in_range("pull_deadline_s", c.pull_deadline_s, 1, 86400);
+    static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+    if (levels.count(c.log_level) == 0) {
+      throw std::runtime_error(fmt::format("config file {}: 'log_level' is '{}' but must be one of trace, "
+                                           "debug, info, warn, error",
+                                           c.config_file, c.log_level));
+    }
   }
   split_listen(c);
   if (!is_loopback(c.listen_host)) {

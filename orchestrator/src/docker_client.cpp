@@ -1,6 +1,7 @@
 #include "docker_client.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -84,8 +85,13 @@ engine_address engine_address::parse(const std::string& spec) {
     if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']') {
       a.host = a.host.substr(1, a.host.size() - 2);
     }
-    int port = std::atoi(rest.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) {
+    int port = 0;
+    const std::string port_text = rest.substr(colon + 1);
+    auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (a.host.empty()) {
+      throw std::invalid_argument(fmt::format("docker host '{}' has no host; use tcp://HOST:PORT", spec));
+    }
+    if (ec != std::errc{} || end != port_text.data() + port_text.size() || port <= 0 || port > 65535) {
       throw std::invalid_argument(fmt::format("docker host '{}' has an invalid port", spec));
     }
     a.port = static_cast<unsigned short>(port);

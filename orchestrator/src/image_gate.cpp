@@ -31,51 +31,49 @@ asio::awaitable<void> image_gate::ensure(const std::string& image) {
   std::shared_ptr<entry> e = slot;  // keeps the entry alive across suspension
   if (e->state == image_state::present) co_return;
 
-  if (e->state != image_state::pulling && e->state != image_state::waiting_for_cap) {
+  if (!e->current || e->current->done) {
     // No flight in progress: start one. Everyone arriving while it runs joins it.
-    ++e->generation;
+    e->current = std::make_shared<flight_result>();
     ++flights_started_;
     e->state = image_state::waiting_for_cap;
     e->error.clear();
-    asio::co_spawn(ex_, flight(image, e), asio::detached);
+    asio::co_spawn(ex_, flight(image, e, e->current), asio::detached);
   }
-  const std::uint64_t generation = e->generation;
+  std::shared_ptr<flight_result> joined = e->current;
   ++e->waiters;
   struct leave {
     entry& e;
     ~leave() { --e.waiters; }
   } guard{*e};
-  while (e->generation == generation &&
-         (e->state == image_state::waiting_for_cap || e->state == image_state::pulling)) {
-    co_await e->done.wait();
-  }
-  if (e->state == image_state::present) co_return;
+  while (!joined->done) co_await joined->finished.wait();
+  if (joined->ok) co_return;
   throw api_error(errc::image_pull_failed,
                   fmt::format("could not pull image '{}': {}; check the reference and that the "
                               "registry serves it",
-                              image, e->error.empty() ? "unknown reason" : e->error));
+                              image, joined->error.empty() ? "unknown reason" : joined->error));
 }
 
-asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entry> e) {
+asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entry> e,
+                                         std::shared_ptr<flight_result> result) {
   // Wait for a free pull slot: distinct images beyond the cap queue here, not at the registry.
   while (active_pulls_ >= opts_.max_concurrent_pulls) co_await cap_freed_.wait();
   ++active_pulls_;
   e->state = image_state::pulling;
   try {
-    if (co_await exists_(image)) {
-      e->state = image_state::present;
-    } else {
-      co_await pull_with_retries(image);
-      e->state = image_state::present;
-    }
+    if (!co_await exists_(image)) co_await pull_with_retries(image);
+    result->ok = true;
   } catch (const std::exception& ex) {
-    e->state = image_state::failed;
-    e->error = ex.what();
-    spdlog::warn("image gate: pull of {} failed: {}", image, e->error);
+    result->error = ex.what();
+    spdlog::warn("image gate: pull of {} failed: {}", image, result->error);
+  }
+  result->done = true;
+  if (e->current == result) {
+    e->state = result->ok ? image_state::present : image_state::failed;
+    e->error = result->error;
   }
   --active_pulls_;
   cap_freed_.notify_all();
-  e->done.notify_all();
+  result->finished.notify_all();
 }
 
 asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {

@@ -57,15 +57,23 @@ class image_gate {
 
  private:
   enum class image_state { unknown, waiting_for_cap, pulling, present, failed };
+  // One pull attempt sequence. Each waiter keeps the flight it joined, so it reads that flight's
+  // outcome even if the image's state has moved on (a new flight, an invalidate) before it resumes.
+  struct flight_result {
+    bool done = false;
+    bool ok = false;
+    std::string error;
+    async_event finished;
+  };
   struct entry {
     image_state state = image_state::unknown;
-    std::uint64_t generation = 0;  // one per flight
-    std::string error;             // the last flight's failure
+    std::string error;  // the last flight's failure, for status
     int waiters = 0;
-    async_event done;
+    std::shared_ptr<flight_result> current;  // the flight in progress, if any
   };
 
-  boost::asio::awaitable<void> flight(std::string image, std::shared_ptr<entry> e);
+  boost::asio::awaitable<void> flight(std::string image, std::shared_ptr<entry> e,
+                                      std::shared_ptr<flight_result> result);
   boost::asio::awaitable<void> pull_with_retries(const std::string& image);
 
   boost::asio::any_io_executor ex_;

@@ -1,0 +1,221 @@
+// orchestratord's settings as an operator gives them: flags, a TOML file, or both.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "config.hpp"
+#include "metrics.hpp"
+
+namespace {
+
+using sandlot::orchestrator::daemon_config;
+using sandlot::orchestrator::histogram;
+using sandlot::orchestrator::parse_config;
+
+/// Parses a command line as main() would see it; the program name is added.
+daemon_config parse(std::initializer_list<std::string> args) {
+  std::vector<std::string> storage{"orchestratord"};
+  storage.insert(storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : storage) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  auto cfg = parse_config(static_cast<int>(storage.size()), argv.data());
+  REQUIRE(cfg.has_value());
+  return *cfg;
+}
+
+/// A config file under the temp directory, removed when the test ends. The pid keeps parallel
+/// test processes apart.
+class temp_toml {
+ public:
+  temp_toml(const std::string& name, const std::string& content)
+      : path_(std::filesystem::temp_directory_path() /
+              ("sandlot-config-" + std::to_string(::getpid()) + "-" + name + ".toml")) {
+    std::ofstream(path_) << content;
+  }
+  ~temp_toml() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  temp_toml(const temp_toml&) = delete;
+  temp_toml& operator=(const temp_toml&) = delete;
+  std::string path() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace
+
+TEST_CASE("without arguments the daemon uses its documented defaults", "[config]") {
+  const daemon_config c = parse({});
+  CHECK(c.slots == 4);
+  CHECK(c.listen == "127.0.0.1:7345");
+  CHECK(c.listen_host == "127.0.0.1");
+  CHECK(c.listen_port == 7345);
+  CHECK(c.docker_host.empty());
+  CHECK(c.prepull.empty());
+  CHECK(c.max_pulls == 2);
+  CHECK(c.pull_attempts == 3);
+  CHECK(c.pull_deadline_s == 600);
+  CHECK(c.log_level == "info");
+  CHECK(c.instance == "orchestratord@127.0.0.1:7345");
+}
+
+TEST_CASE("flags set the daemon's settings", "[config]") {
+  const daemon_config c = parse({"--slots", "8", "--listen", "[::1]:9000", "--prepull", "a:1",
+                                 "--prepull", "b:2", "--max-pulls", "3", "--instance", "ci-7"});
+  CHECK(c.slots == 8);
+  CHECK(c.listen_host == "::1");
+  CHECK(c.listen_port == 9000);
+  CHECK(c.prepull == std::vector<std::string>{"a:1", "b:2"});
+  CHECK(c.max_pulls == 3);
+  CHECK(c.instance == "ci-7");
+
+  const auto service = c.service();
+  CHECK(service.slots == 8);
+  CHECK(service.gate.max_concurrent_pulls == 3);
+}
+
+TEST_CASE("a budget of zero slots is rejected", "[config]") {
+  CHECK_THROWS_WITH(parse({"--slots", "0"}), Catch::Contains("--slots"));
+}
+
+TEST_CASE("a listen address that is not loopback is rejected", "[config]") {
+  CHECK_THROWS_WITH(parse({"--listen", "0.0.0.0:7345"}), Catch::Contains("loopback"));
+  CHECK_THROWS_WITH(parse({"--listen", "192.168.1.10:7345"}), Catch::Contains("loopback"));
+  CHECK(parse({"--listen", "localhost:7345"}).listen_host == "localhost");
+}
+
+TEST_CASE("a listen address needs a valid port", "[config]") {
+  CHECK_THROWS_WITH(parse({"--listen", "127.0.0.1"}), Catch::Contains("HOST:PORT"));
+  CHECK_THROWS_WITH(parse({"--listen", "127.0.0.1:70000"}), Catch::Contains("invalid port"));
+}
+
+TEST_CASE("a TOML config file supplies settings", "[config]") {
+  temp_toml file("supplies", R"(
+slots = 6
+listen = "127.0.0.1:9100"
+prepull = ["busybox:1.36", "alpine:3.19"]
+max_pulls = 4
+pull_attempts = 5
+pull_deadline_s = 120
+log_level = "debug"
+)");
+  const daemon_config c = parse({"--config", file.path()});
+  CHECK(c.slots == 6);
+  CHECK(c.listen_port == 9100);
+  CHECK(c.prepull == std::vector<std::string>{"busybox:1.36", "alpine:3.19"});
+  CHECK(c.max_pulls == 4);
+  CHECK(c.pull_attempts == 5);
+  CHECK(c.pull_deadline_s == 120);
+  CHECK(c.log_level == "debug");
+  CHECK(c.instance == "orchestratord@127.0.0.1:9100");
+}
+
+TEST_CASE("flags win over the config file", "[config]") {
+  temp_toml file("flags-win", R"(
+slots = 6
+listen = "127.0.0.1:9100"
+prepull = ["from-file:1"]
+)");
+  const daemon_config c =
+      parse({"--config", file.path(), "--slots", "2", "--prepull", "from-flag:1"});
+  CHECK(c.slots == 2);
+  CHECK(c.prepull == std::vector<std::string>{"from-flag:1"});
+  CHECK(c.listen_port == 9100);  // not given as a flag: the file's value stands
+}
+
+TEST_CASE("a config file that is not valid TOML is rejected naming the file", "[config]") {
+  temp_toml file("bad-syntax", "slots = [\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains(file.path()));
+}
+
+TEST_CASE("a config value of the wrong type is rejected naming the key", "[config]") {
+  temp_toml file("wrong-type", "slots = \"eight\"\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("slots"));
+}
+
+TEST_CASE("a config file cannot set a budget of zero slots", "[config]") {
+  temp_toml file("zero-slots", "slots = 0\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("slots"));
+}
+
+TEST_CASE("a config file cannot listen beyond loopback either", "[config]") {
+  temp_toml file("public", "listen = \"0.0.0.0:7345\"\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("loopback"));
+}
+
+TEST_CASE("a missing config file is rejected naming the file", "[config]") {
+  const auto missing =
+      (std::filesystem::temp_directory_path() / "sandlot-config-does-not-exist.toml").string();
+  CHECK_THROWS_WITH(parse({"--config", missing}), Catch::Contains(missing));
+}
+
+// Values from the TOML file get the same checks (ranges, allowed names) as the flags.
+TEST_CASE("a config file cannot set a log level the flag would refuse", "[config]") {
+  // main() hands log_level to spdlog::level::from_str, which maps unknown names to "off".
+  temp_toml file("log-level", "log_level = \"verbose\"\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("log_level"));
+}
+
+TEST_CASE("config file numbers are held to the same ranges as the flags",
+          "[config]") {
+  SECTION("slots above 4096") {
+    temp_toml file("slots-range", "slots = 5000\n");
+    CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("slots"));
+  }
+  SECTION("max_pulls above 64") {
+    temp_toml file("max-pulls-range", "max_pulls = 100\n");
+    CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("max_pulls"));
+  }
+  SECTION("pull_attempts of zero") {
+    temp_toml file("attempts-range", "pull_attempts = 0\n");
+    CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("pull_attempts"));
+  }
+  SECTION("a pull deadline of zero seconds") {
+    temp_toml file("deadline-range", "pull_deadline_s = 0\n");
+    CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("pull_deadline_s"));
+  }
+}
+
+// --- metrics ---------------------------------------------------------------------------------
+
+TEST_CASE("a histogram renders cumulative buckets, +Inf, sum and count", "[metrics]") {
+  histogram h({0.5, 1, 0.25});  // bounds given out of order
+  h.observe(0.125);
+  h.observe(0.5);  // on a bound: counts in that bucket (le is "less or equal")
+  h.observe(0.75);
+  h.observe(4);
+  std::string out;
+  h.render(out, "sandlot_wait_seconds", "Time spent waiting.");
+
+  CHECK(out ==
+        "# HELP sandlot_wait_seconds Time spent waiting.\n"
+        "# TYPE sandlot_wait_seconds histogram\n"
+        "sandlot_wait_seconds_bucket{le=\"0.25\"} 1\n"
+        "sandlot_wait_seconds_bucket{le=\"0.5\"} 2\n"
+        "sandlot_wait_seconds_bucket{le=\"1\"} 3\n"
+        "sandlot_wait_seconds_bucket{le=\"+Inf\"} 4\n"
+        "sandlot_wait_seconds_sum 5.375\n"
+        "sandlot_wait_seconds_count 4\n");
+  CHECK(h.count() == 4);
+}
+
+TEST_CASE("an empty histogram renders zero buckets", "[metrics]") {
+  histogram h(sandlot::orchestrator::default_latency_buckets());
+  std::string out;
+  h.render(out, "x", "help");
+  CHECK_THAT(out, Catch::Contains("x_bucket{le=\"0.01\"} 0\n"));
+  CHECK_THAT(out, Catch::Contains("x_bucket{le=\"600\"} 0\n"));
+  CHECK_THAT(out, Catch::Contains("x_bucket{le=\"+Inf\"} 0\n"));
+  CHECK_THAT(out, Catch::EndsWith("x_count 0\n"));
+}

@@ -1,0 +1,755 @@
+// Integration tests: each test starts its own orchestratord process (own port, own --instance)
+// against the real container engine, talks to it over HTTP like a user, and checks the engine
+// directly for what the daemon claims (the way a user would run `docker ps`).
+//
+// Needs the environment of docs/test-environment.md (dockerd, the loopback registry and its images):
+//   scripts/e2e-env up && set -a && . /tmp/sandlot-e2e/env && set +a
+//   ctest --test-dir build/dev -L integration --output-on-failure
+// A failing test prints the logs of the daemons it started (run at --log-level debug).
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <latch>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sandlot/client.hpp>
+#include <sandlot/protocol.hpp>
+
+#include "support/daemon_process.hpp"
+#include "support/engine_probe.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using sandlot::itest::daemon_process;
+using sandlot::itest::engine_probe;
+using sandlot::itest::unique_instance;
+using sandlot::itest::wait_until;
+using sandlot::protocol::lease_state;
+namespace client = sandlot::client;
+namespace protocol = sandlot::protocol;
+using Catch::Matchers::Contains;
+
+// ---------------------------------------------------------------------------------------------
+// Failure reporting: the logs of every daemon the failing test started.
+
+bool any_test_failed = false;
+
+struct daemon_log_printer : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    sandlot::itest::forget_started_daemons();
+    Catch::TestEventListenerBase::testCaseStarting(info);
+  }
+
+  void testCaseEnded(const Catch::TestCaseStats& stats) override {
+    if (stats.totals.assertions.failed > 0) {
+      any_test_failed = true;
+      for (const auto& log : sandlot::itest::started_daemon_logs()) {
+        std::cout << "\n---------- orchestratord log " << log.string() << " ----------\n"
+                  << sandlot::itest::file_tail(log, 64 * 1024) << "---------- end of log ----------\n";
+      }
+    }
+    Catch::TestEventListenerBase::testCaseEnded(stats);
+  }
+
+  void testRunEnded(const Catch::TestRunStats& stats) override {
+    // Logs of a passing run are noise; a failing run keeps them for a closer look.
+    if (!any_test_failed && stats.totals.assertions.failed == 0) {
+      std::error_code ignored;
+      std::filesystem::remove_all(sandlot::itest::scratch_dir(), ignored);
+    } else {
+      std::cout << "daemon logs kept in " << sandlot::itest::scratch_dir().string() << "\n";
+    }
+    Catch::TestEventListenerBase::testRunEnded(stats);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::string(v) : std::string(fallback);
+}
+
+std::string test_image() { return env_or("SANDLOT_TEST_IMAGE", "127.0.0.1:5000/sandlot/busybox:1"); }
+std::string cold_image() { return env_or("SANDLOT_COLD_IMAGE", "127.0.0.1:5000/sandlot/cold:1"); }
+
+protocol::lease_request lease_of(std::string image, std::string test, int ttl_s = 30) {
+  protocol::lease_request req;
+  req.image = std::move(image);
+  req.run = fmt::format("itest-{}", getpid());
+  req.test = std::move(test);
+  req.ttl_s = ttl_s;
+  return req;
+}
+
+/// Removes whatever an instance still has on the engine when a test ends, so that a failing test
+/// does not leak sandboxes. Declare it before the daemon_process: it runs after the daemon stopped.
+struct leftover_guard {
+  const engine_probe& engine;
+  std::string instance;
+  leftover_guard(const engine_probe& e, std::string i) : engine(e), instance(std::move(i)) {}
+  leftover_guard(const leftover_guard&) = delete;
+  leftover_guard& operator=(const leftover_guard&) = delete;
+  ~leftover_guard() {
+    try {
+      if (int n = engine.remove_containers_of(instance); n > 0) {
+        std::cout << "cleanup: removed " << n << " leftover container(s) of instance " << instance << "\n";
+      }
+    } catch (const std::exception& e) {
+      std::cout << "cleanup of instance " << instance << " failed: " << e.what() << "\n";
+    }
+  }
+};
+
+/// Long-polls until the lease is ready or final, within `timeout`.
+protocol::lease_view wait_settled(const client::client& c, const std::string& id,
+                                  std::chrono::seconds timeout = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto v = c.get(id);
+  while (v.state != lease_state::ready && !protocol::is_final(v.state)) {
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0s) break;
+    v = c.get(id, static_cast<int>(std::min<std::chrono::seconds::rep>(left.count(), 30)));
+  }
+  return v;
+}
+
+/// A daemon error body, decoded; `code` is empty when the body is not one.
+struct api_error_seen {
+  int status = 0;
+  std::string code;
+  std::string message;
+};
+
+api_error_seen error_of(const client::client::response& r) {
+  api_error_seen out;
+  out.status = r.status;
+  json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+    out.code = j["error"].value("code", "");
+    out.message = j["error"].value("message", "");
+  }
+  return out;
+}
+
+std::size_t count_lines_containing(const std::string& path, const std::string& needle) {
+  std::ifstream in(path);
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (line.find(needle) != std::string::npos) ++n;
+  }
+  return n;
+}
+
+/// The registry access-log request line a pull of `image` by tag produces, quoted as the log
+/// quotes it: "HEAD /v2/<name>/manifests/<tag> HTTP/1.1" (see docs/test-environment.md).
+std::string manifest_head_line(const std::string& image) {
+  std::string rest = image;
+  if (auto slash = rest.find('/'); slash != std::string::npos) {
+    const std::string first = rest.substr(0, slash);
+    if (first.find_first_of(".:") != std::string::npos || first == "localhost") rest = rest.substr(slash + 1);
+  }
+  std::string tag = "latest";
+  if (auto colon = rest.rfind(':'); colon != std::string::npos) {
+    tag = rest.substr(colon + 1);
+    rest = rest.substr(0, colon);
+  }
+  return fmt::format("\"HEAD /v2/{}/manifests/{} HTTP/1.1\"", rest, tag);
+}
+
+/// A metric's value from the daemon's /metrics text, or -1 when absent.
+double metric_value(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
+/// One HTTP request over a plain socket, so a test can tell "the daemon answered" from "the
+/// connection closed without an answer", and know when the request has been sent.
+struct raw_answer {
+  bool answered = false;  // a status line arrived
+  int status = 0;
+  std::string body;
+  std::string note;  // what happened when nothing was answered
+};
+
+raw_answer raw_http(unsigned short port, const std::string& method, const std::string& target,
+                    std::chrono::milliseconds timeout, std::atomic<bool>* sent = nullptr) {
+  raw_answer out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    out.note = fmt::format("socket: {}", std::strerror(errno));
+    return out;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    out.note = fmt::format("connect: {}", std::strerror(errno));
+    ::close(fd);
+    return out;
+  }
+  const std::string req = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n"
+                                      "Content-Length: 0\r\n\r\n",
+                                      method, target, port);
+  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+    out.note = fmt::format("send: {}", std::strerror(errno));
+    ::close(fd);
+    return out;
+  }
+  if (sent != nullptr) *sent = true;
+  std::string data;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      out.note = "timed out waiting for the answer";
+      break;
+    }
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;  // the deadline check above ends it
+    char buf[16 * 1024];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      data.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    out.note = n == 0 ? "the daemon closed the connection" : fmt::format("recv: {}", std::strerror(errno));
+    break;
+  }
+  ::close(fd);
+  if (data.rfind("HTTP/1.", 0) == 0 && data.size() > 12) {
+    out.answered = true;
+    out.status = std::atoi(data.substr(9, 3).c_str());
+    if (auto end = data.find("\r\n\r\n"); end != std::string::npos) out.body = data.substr(end + 4);
+  } else if (!data.empty()) {
+    out.note += fmt::format(" (after {} bytes that are not an HTTP answer)", data.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+CATCH_REGISTER_LISTENER(daemon_log_printer)
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("six concurrent leases on a two-slot daemon never have more than two sandboxes", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("slots");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 2});
+  const client::client observer(d.url());
+
+  // The sampler looks every 100 ms at the engine (containers with our label) and at the daemon's
+  // own account (slots_in_use), while six clients run.
+  std::mutex m;
+  std::condition_variable wake;
+  bool stop = false;
+  int samples = 0;
+  std::size_t max_containers = 0;
+  int max_in_use = 0;
+  int max_total = 0;
+  std::vector<std::string> sampler_errors;
+  std::thread sampler([&] {
+    std::unique_lock lock(m);
+    while (!stop) {
+      lock.unlock();
+      std::string failure;
+      std::size_t containers = 0;
+      protocol::status_view st;
+      try {
+        containers = engine.containers_of(instance).size();
+        st = observer.status();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      lock.lock();
+      if (failure.empty()) {
+        ++samples;
+        max_containers = std::max(max_containers, containers);
+        max_in_use = std::max(max_in_use, st.slots_in_use);
+        max_total = std::max(max_total, st.slots_total);
+      } else {
+        sampler_errors.push_back(std::move(failure));
+      }
+      wake.wait_for(lock, 100ms, [&] { return stop; });  // the sampling period
+    }
+  });
+
+  struct outcome {
+    std::string error;
+    int hostname_exit = -1;
+    std::string hostname_out;
+    std::string sandbox_hostname;
+    int hold_exit = -1;
+  };
+  constexpr int clients = 6;
+  std::vector<outcome> outcomes(clients);
+  std::vector<std::thread> workers;
+  for (int i = 0; i < clients; ++i) {
+    workers.emplace_back([&, i] {
+      auto& out = outcomes[static_cast<std::size_t>(i)];
+      try {
+        const client::client own(d.url());  // each test process has its own client
+        auto lease = client::lease::acquire(own, lease_of(test_image(), fmt::format("client-{}", i)), 120s);
+        out.sandbox_hostname = lease.sandbox().hostname;
+        auto r = lease.exec({"hostname"});
+        out.hostname_exit = r.exit_code;
+        out.hostname_out = r.stdout_data;
+        out.hold_exit = lease.exec({"sleep", "1"}).exit_code;  // the test uses its sandbox for ~1 s
+        lease.release();
+      } catch (const std::exception& e) {
+        out.error = e.what();
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  {
+    std::lock_guard lock(m);
+    stop = true;
+  }
+  wake.notify_all();
+  sampler.join();
+
+  INFO("samples: " << samples << ", most containers at once: " << max_containers
+                   << ", most slots in use: " << max_in_use);
+  for (const auto& e : sampler_errors) UNSCOPED_INFO("sampler: " << e);
+  CHECK(sampler_errors.empty());
+  CHECK(samples >= 10);  // the clients take well over a second: the sampler really watched
+  CHECK(max_total == 2);
+  CHECK(max_containers <= 2);
+  CHECK(max_in_use <= 2);
+  CHECK(max_in_use == 2);  // and the budget was used, not serialised down to one
+  for (int i = 0; i < clients; ++i) {
+    const auto& out = outcomes[static_cast<std::size_t>(i)];
+    INFO("client " << i);
+    CHECK(out.error == "");
+    CHECK(out.hostname_exit == 0);
+    CHECK(out.hostname_out == out.sandbox_hostname + "\n");
+    CHECK(out.hold_exit == 0);
+  }
+  // DELETE returns only once the engine confirmed removal: nothing may remain, at once.
+  CHECK(engine.containers_of(instance).empty());
+  const auto st = observer.status();
+  CHECK(st.slots_in_use == 0);
+  CHECK(st.queue_length == 0);
+  CHECK(st.leases.empty());
+}
+
+TEST_CASE("five concurrent leases on a cold image cause one manifest pull", "[daemon]") {
+  const std::string registry_log = env_or("SANDLOT_REGISTRY_LOG", "");
+  if (registry_log.empty() || !std::filesystem::exists(registry_log)) {
+    WARN("SANDLOT_ITEST_SKIPPED: SANDLOT_REGISTRY_LOG is unset or missing ('"
+         << registry_log << "'), so pulls cannot be counted; run scripts/e2e-env up and source its env");
+    return;
+  }
+  const engine_probe engine;
+  const std::string image = cold_image();
+  const std::string head = manifest_head_line(image);
+  // Cold means cold: the engine must really pull. (The force also untags it from containers.)
+  engine.remove_image(image);
+  REQUIRE_FALSE(engine.image_exists(image));
+  struct image_cleanup {
+    const engine_probe& engine;
+    std::string image;
+    ~image_cleanup() {
+      try {
+        engine.remove_image(image);  // so the next run is cold again
+      } catch (const std::exception& e) {
+        std::cout << "cleanup: " << e.what() << "\n";
+      }
+    }
+  } remove_after{engine, image};
+
+  const std::string instance = unique_instance("cold");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 5});
+  const client::client observer(d.url());
+  const std::size_t before = count_lines_containing(registry_log, head);
+
+  constexpr int clients = 5;
+  std::latch start_together(clients);
+  std::vector<std::string> errors(clients);
+  std::vector<std::optional<client::lease>> leases(clients);
+  std::vector<std::thread> workers;
+  for (int i = 0; i < clients; ++i) {
+    workers.emplace_back([&, i] {
+      const auto slot = static_cast<std::size_t>(i);
+      try {
+        const client::client own(d.url());
+        start_together.arrive_and_wait();  // all five ask at once: a thundering herd
+        leases[slot].emplace(client::lease::acquire(own, lease_of(image, fmt::format("cold-{}", i)), 120s));
+      } catch (const std::exception& e) {
+        errors[slot] = e.what();
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+
+  for (int i = 0; i < clients; ++i) {
+    const auto slot = static_cast<std::size_t>(i);
+    INFO("client " << i << ": " << errors[slot]);
+    CHECK(errors[slot] == "");
+    CHECK((leases[slot] && leases[slot]->view().state == lease_state::ready));
+  }
+  // The access log line is written when the HEAD completes, before the pull goes on; allow the
+  // registry a moment to flush it, then count exactly.
+  wait_until([&] { return count_lines_containing(registry_log, head) >= before + 1; }, 10s);
+  const std::size_t after = count_lines_containing(registry_log, head);
+  INFO("registry log " << registry_log << ": " << head << " lines before " << before << ", after " << after);
+  CHECK(after - before == 1);
+  // The daemon's own account agrees (this one is immune to anyone else pulling from the registry).
+  const auto metrics = observer.request("GET", "/metrics");
+  CHECK(metric_value(metrics.body, "sandlot_pulls_started_total") == 1.0);
+
+  for (auto& l : leases) {
+    if (l) l->release();
+  }
+  CHECK(engine.containers_of(instance).empty());
+}
+
+TEST_CASE("a client killed while holding a lease loses its sandbox within ttl", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("ttl");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 2});
+  const client::client c(d.url());
+
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  const std::string url = d.url();
+  const protocol::lease_request req = lease_of(test_image(), "killed-client", /*ttl_s=*/5);
+  const pid_t parent = getpid();
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The client process: lease (heartbeating in the background), report, then hang until killed.
+    // It never returns into Catch.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(3);
+    ::close(fds[0]);
+    std::string msg;
+    try {
+      const client::client own(url);
+      auto lease = client::lease::acquire(own, req, 120s);
+      msg = fmt::format("OK {} {}\n", lease.id(), lease.sandbox().id);
+      (void)!::write(fds[1], msg.data(), msg.size());
+      for (;;) ::pause();
+    } catch (const std::exception& e) {
+      msg = fmt::format("ERR {}\n", e.what());
+    } catch (...) {
+      msg = "ERR unknown exception\n";
+    }
+    (void)!::write(fds[1], msg.data(), msg.size());
+    _exit(1);
+  }
+  ::close(fds[1]);
+  struct child_guard {
+    pid_t pid;
+    bool reaped = false;
+    ~child_guard() {
+      if (reaped) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } guard{child};
+
+  // Read the child's report, bounded.
+  std::string report;
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (report.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (::poll(&p, 1, 1000) <= 0) continue;
+    char buf[512];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    report.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  INFO("client process reported: " << report);
+  REQUIRE(report.rfind("OK ", 0) == 0);
+  std::istringstream fields(report.substr(3));
+  std::string lease_id, container_id;
+  fields >> lease_id >> container_id;
+  REQUIRE(!lease_id.empty());
+  REQUIRE(!container_id.empty());
+  REQUIRE(engine.container_exists(container_id));
+
+  REQUIRE(::kill(child, SIGKILL) == 0);
+  REQUIRE(::waitpid(child, nullptr, 0) == child);
+  guard.reaped = true;
+  const auto killed_at = std::chrono::steady_clock::now();
+
+  // ttl_s=5, so the sandbox must be gone well within 15 s of the last heartbeat.
+  const bool gone = wait_until([&] { return !engine.container_exists(container_id); }, 15s, 100ms);
+  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  INFO("sandbox gone after " << took << " s");
+  CHECK(gone);
+
+  // The lease reads as expired once its sandbox is removed.
+  wait_until([&] { return protocol::is_final(c.get(lease_id).state); }, 5s);
+  const auto v = c.get(lease_id);
+  CHECK(v.state == lease_state::expired);
+  CHECK(!v.sandbox);
+  CHECK((v.error && v.error->code == "lease_gone"));
+
+  const auto renew = error_of(c.request("POST", fmt::format("/v1/leases/{}/renew", lease_id)));
+  CHECK(renew.status == 410);
+  CHECK(renew.code == "lease_gone");
+  CHECK(engine.containers_of(instance).empty());
+}
+
+TEST_CASE("SIGTERM removes every sandbox and exits 0", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("sigterm");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 2});
+  const client::client c(d.url());
+
+  const auto first = c.create(lease_of(test_image(), "held-1", 120));
+  const auto second = c.create(lease_of(test_image(), "held-2", 120));
+  const auto queued = c.create(lease_of(test_image(), "queued", 120));
+  const auto a = wait_settled(c, first.id);
+  const auto b = wait_settled(c, second.id);
+  REQUIRE(a.state == lease_state::ready);
+  REQUIRE(b.state == lease_state::ready);
+  const auto q = c.get(queued.id);
+  REQUIRE(q.state == lease_state::queued);
+  CHECK(q.position == 0);
+  REQUIRE(engine.containers_of(instance).size() == 2);
+
+  // A client long-polls the queued lease while the daemon is told to stop.
+  std::atomic<bool> sent{false};
+  raw_answer poll_answer;
+  std::thread long_poll([&] {
+    poll_answer = raw_http(d.port(), "GET", fmt::format("/v1/leases/{}?wait_s=30", queued.id), 60s, &sent);
+  });
+  REQUIRE(wait_until([&] { return sent.load(); }, 10s));
+  // The request bytes are in the daemon's socket; two more round trips on its single thread
+  // let it read the long-poll before the signal lands.
+  c.status();
+  c.status();
+  CHECK(c.get(queued.id).state == lease_state::queued);
+
+  const auto signalled_at = std::chrono::steady_clock::now();
+  d.send_signal(SIGTERM);
+  const auto status = d.wait_exit(30s);
+  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled_at).count();
+  long_poll.join();
+
+  INFO("daemon stopped after " << took << " s");
+  REQUIRE(status.has_value());
+  INFO("daemon " << status->describe());
+  CHECK(status->exited);
+  CHECK(status->code == 0);
+  CHECK(engine.containers_of(instance).empty());
+  CHECK_FALSE(engine.container_exists(a.sandbox->id));
+  CHECK_FALSE(engine.container_exists(b.sandbox->id));
+
+  // What the daemon does: it answers the waiting long-poll with the lease failed (shutting_down)
+  // before it exits, rather than dropping the connection.
+  INFO("long-poll: answered=" << poll_answer.answered << " status=" << poll_answer.status << " body="
+                              << poll_answer.body << " note=" << poll_answer.note);
+  REQUIRE(poll_answer.answered);
+  CHECK(poll_answer.status == 200);
+  const json body = json::parse(poll_answer.body, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(body.is_object());
+  CHECK(body.value("state", "") == "failed");
+  CHECK(body.contains("error"));
+  if (body.contains("error")) CHECK(body["error"].value("code", "") == "shutting_down");
+}
+
+TEST_CASE("a restarted daemon removes what its earlier instance left", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("restart");
+  leftover_guard cleanup(engine, instance);
+
+  std::string container_id;
+  {
+    daemon_process first({.instance = instance, .slots = 2});
+    const client::client c(first.url());
+    const auto created = c.create(lease_of(test_image(), "left-behind", 300));
+    const auto v = wait_settled(c, created.id);
+    REQUIRE(v.state == lease_state::ready);
+    container_id = v.sandbox->id;
+    const auto st = first.kill_hard();  // no chance to clean up
+    CHECK(st.signal == SIGKILL);
+  }
+  REQUIRE(engine.container_exists(container_id));  // the leftover
+
+  daemon_process second({.instance = instance, .slots = 2});  // returns once /healthz answers
+  const auto healthy_at = std::chrono::steady_clock::now();
+  const bool gone = wait_until([&] { return !engine.container_exists(container_id); }, 5s, 100ms);
+  INFO("leftover gone " << std::chrono::duration<double>(std::chrono::steady_clock::now() - healthy_at).count()
+                        << " s after the new daemon was healthy");
+  CHECK(gone);
+  CHECK(engine.containers_of(instance).empty());
+  const auto st = second.terminate(30s);
+  REQUIRE(st.has_value());
+  CHECK(st->exited);
+  CHECK(st->code == 0);
+}
+
+TEST_CASE("errors are clear", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("errors");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 2});
+  const client::client c(d.url());
+
+  auto check_error = [](const client::client::response& r, int status, const std::string& code) {
+    const auto e = error_of(r);
+    INFO("answer: " << r.status << " " << r.body);
+    CHECK(e.status == status);
+    CHECK(e.code == code);
+    CHECK(e.message.size() > 10);  // says what to do, not just a code
+    return e;
+  };
+
+  {
+    INFO("a body that is not JSON");
+    check_error(c.request("POST", "/v1/leases", "{\"image\": "), 400, "bad_json");
+  }
+  {
+    INFO("a lease request without its image");
+    const auto e = check_error(c.request("POST", "/v1/leases", R"({"run": "r"})"), 400, "invalid_field");
+    CHECK_THAT(e.message, Contains("'image'"));
+  }
+  {
+    INFO("a lease that does not exist");
+    check_error(c.request("GET", "/v1/leases/0123456789ab"), 404, "not_found");
+  }
+  {
+    INFO("more slots than the daemon's budget");
+    auto req = lease_of(test_image(), "too-big");
+    req.slots = 3;
+    const auto e = check_error(c.request("POST", "/v1/leases", json(req).dump()), 400, "invalid_field");
+    CHECK_THAT(e.message, Contains("slots"));
+  }
+  {
+    INFO("an image the registry does not have");
+    const std::string image = "127.0.0.1:5000/sandlot/does-not-exist:1";
+    const auto created = c.create(lease_of(image, "unpullable"));
+    const auto v = wait_settled(c, created.id, 120s);
+    CHECK(v.state == lease_state::failed);
+    REQUIRE(v.error.has_value());
+    CHECK(v.error->code == "image_pull_failed");
+    CHECK_THAT(v.error->message, Contains(image));
+    // The client library's one-liner reports the same, with the daemon's code.
+    try {
+      auto l = client::lease::acquire(c, lease_of(image, "unpullable-again"), 120s);
+      FAIL("lease of an unpullable image became ready");
+    } catch (const client::error& e) {
+      CHECK(e.code() == "image_pull_failed");
+      CHECK_THAT(std::string(e.what()), Contains(image));
+    }
+  }
+  CHECK(engine.containers_of(instance).empty());
+}
+
+TEST_CASE("exec is faithful", "[daemon]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("exec");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d({.instance = instance, .slots = 1});
+  const client::client c(d.url());
+  auto lease = client::lease::acquire(c, lease_of(test_image(), "exec"), 120s);
+
+  {
+    INFO("stdout");
+    const auto r = lease.exec({"echo", "hello"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "hello\n");
+    CHECK(r.stderr_data == "");
+  }
+  {
+    INFO("stderr and exit code, kept apart");
+    const auto r = lease.exec({"sh", "-c", "echo out; echo oops >&2; exit 3"});
+    CHECK(r.exit_code == 3);
+    CHECK(r.stdout_data == "out\n");
+    CHECK(r.stderr_data == "oops\n");
+  }
+  {
+    INFO("exit code");
+    CHECK(lease.exec({"sh", "-c", "exit 42"}).exit_code == 42);
+    CHECK(lease.exec({"false"}).exit_code == 1);
+  }
+  {
+    INFO("argv is not interpreted by a shell");
+    const auto r = lease.exec({"echo", "$HOME", "a;b", "`id`", "*", "x  y", "'q'"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "$HOME a;b `id` * x  y 'q'\n");
+  }
+  {
+    INFO("env reaches the command");
+    const auto r = lease.exec({"printenv", "SANDLOT_ITEST"}, std::nullopt, {{"SANDLOT_ITEST", "a b=c"}});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "a b=c\n");
+  }
+  {
+    INFO("stdin: 512 KiB through cat comes back byte-identical (output flows while stdin is written)");
+    std::string input;
+    input.reserve(512 * 1024);
+    std::uint32_t x = 2463534242u;  // xorshift: varied printable bytes, reproducible
+    while (input.size() < 512 * 1024) {
+      x ^= x << 13;
+      x ^= x >> 17;
+      x ^= x << 5;
+      input.push_back(input.size() % 97 == 96 ? '\n' : static_cast<char>('0' + x % 75));
+    }
+    const auto r = lease.exec({"cat"}, input, {}, 60);
+    CHECK(r.exit_code == 0);
+    CHECK_FALSE(r.timed_out);
+    CHECK_FALSE(r.truncated);
+    CHECK(r.stdout_data.size() == input.size());
+    CHECK(r.stdout_data == input);
+    CHECK(r.stderr_data == "");
+  }
+
+  const std::string id = lease.id();
+  lease.release();
+  {
+    INFO("exec on a released lease");
+    const auto e = error_of(c.request("POST", fmt::format("/v1/leases/{}/exec", id), R"({"argv": ["true"]})"));
+    CHECK(e.status == 410);
+    CHECK(e.code == "lease_gone");
+  }
+  CHECK(engine.containers_of(instance).empty());
+}
