@@ -68,6 +68,7 @@ service_options daemon_config::service() const {
   o.instance = instance;
   o.slots = slots;
   o.prepull = prepull;
+  o.allowed_registries = allow_registries;
   o.gate.max_concurrent_pulls = max_pulls;
   o.gate.attempts = pull_attempts;
   o.gate.pull_deadline = std::chrono::seconds(pull_deadline_s);
@@ -85,6 +86,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
                  "unix:///var/run/docker.sock)");
   app.add_option("--prepull", c.prepull, "Image to pull at start; /readyz turns 200 once all are done (repeatable)");
+  app.add_option("--allow-registry", c.allow_registries,
+                 "Registry HOST[:PORT] the engine may pull from besides loopback ones (repeatable); "
+                 "images already in the engine are usable whatever their registry");
   app.add_option("--max-pulls", c.max_pulls, "Most distinct images pulled at once")->check(CLI::Range(1, 64));
   app.add_option("--pull-attempts", c.pull_attempts, "Tries per pull before its waiters fail")
       ->check(CLI::Range(1, 20));
@@ -117,6 +121,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "listen", app, "--listen", c.listen);
     from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
     from_toml(t, "prepull", app, "--prepull", c.prepull);
+    from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
     from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
     from_toml(t, "pull_attempts", app, "--pull-attempts", c.pull_attempts);
     from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);

@@ -14,6 +14,7 @@ struct daemon_config {
   std::string listen = "127.0.0.1:7345";
   std::string docker_host;  // empty: DOCKER_HOST or the local socket
   std::vector<std::string> prepull;
+  std::vector<std::string> allow_registries;
   int max_pulls = 2;
   int pull_attempts = 3;
   int pull_deadline_s = 600;

@@ -98,7 +98,8 @@ asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
       std::string what = ex.what();
       permanent = what.find("not found") != std::string::npos ||
                   what.find("manifest unknown") != std::string::npos ||
-                  what.find("invalid reference") != std::string::npos;
+                  what.find("invalid reference") != std::string::npos ||
+                  what.find("is not allowed") != std::string::npos;
     }
     if (permanent || attempt >= opts_.attempts || clock::now() + backoff >= deadline) {
       std::rethrow_exception(failure);

@@ -12,6 +12,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
+
+#include "image_ref.hpp"
 #include <spdlog/spdlog.h>
 
 namespace sandlot::orchestrator {
@@ -106,8 +108,14 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
       gate_(
           ex,
           [this](const std::string& image) { return provider_.engine().image_exists(image); },
-          [this](const std::string& image, clock::time_point deadline) {
-            return provider_.engine().pull(image, deadline);
+          [this](const std::string& image, clock::time_point deadline) -> asio::awaitable<void> {
+            // Checked at pull time, not at create: an image already in the engine may be used
+            // whatever its registry; only reaching out to a registry is restricted.
+            if (auto refusal = pull_refusal(parse_image_ref(image), opts_.allowed_registries);
+                !refusal.empty()) {
+              throw std::runtime_error(refusal);
+            }
+            co_await provider_.engine().pull(image, deadline);
           },
           opts_.gate) {}
 
@@ -168,12 +176,13 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   if (shutting_down_) {
     throw api_error(errc::shutting_down, "orchestratord is shutting down; retry against a running daemon");
   }
-  if (req.slots > broker_.slots_total()) {
+  if (req.slots < 1 || req.slots > broker_.slots_total()) {
     throw api_error(errc::invalid_field,
                     fmt::format("field 'slots' is {} but this daemon has only {} slot(s); ask for at "
                                 "most {} or start orchestratord with more --slots",
                                 req.slots, broker_.slots_total(), broker_.slots_total()));
   }
+  parse_image_ref(req.image);  // 400 with what is wrong, before anything is queued
   const std::string key = req.run + "\n" + req.request_id;
   if (!req.request_id.empty()) {
     if (auto it = by_request_id_.find(key); it != by_request_id_.end()) {
@@ -187,10 +196,10 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   l->name = next_lease_name(req);
   l->req = std::move(req);
   l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
+  broker_.enqueue(l->id, l->req.slots);  // first: if it throws, nothing is left behind
   leases_[l->id] = l;
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   ++leases_created_;
-  broker_.enqueue(l->id, l->req.slots);
   spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
                l->req.slots, l->req.test);
   pump();

@@ -30,6 +30,7 @@ struct service_options {
   std::string instance = "orchestratord";
   int slots = 4;
   std::vector<std::string> prepull;
+  std::vector<std::string> allowed_registries;  // beyond loopback ones
   image_gate::options gate;
   std::chrono::milliseconds reap_interval{250};
   std::chrono::seconds orphan_sweep_interval{10};

@@ -89,7 +89,10 @@ void read_int(const json& j, std::string_view field, Int& out, Int lo, Int hi) {
   if (!v->is_number_integer()) bad_field(field, "must be an integer");
   if (v->is_number_unsigned()) {
     auto u = v->get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(hi)) bad_field(field, fmt::format("must be between {} and {}", lo, hi));
+    // nlohmann stores non-negative literals (0 included) as unsigned: check both bounds here too.
+    if (u > static_cast<std::uint64_t>(hi) || (lo > 0 && u < static_cast<std::uint64_t>(lo))) {
+      bad_field(field, fmt::format("must be between {} and {}", lo, hi));
+    }
     out = static_cast<Int>(u);
   } else {
     auto s = v->get<std::int64_t>();

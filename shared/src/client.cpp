@@ -1,0 +1,387 @@
+#include <sandlot/client.hpp>
+
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <utility>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "http_client.hpp"
+
+namespace sandlot::client {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::seconds;
+using std::chrono::steady_clock;
+
+std::string env_or(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? std::string(v) : std::move(fallback);
+}
+
+std::string describe(std::string_view method, std::string_view url, int status, std::string_view code,
+                     std::string_view message) {
+  std::string where = method.empty() ? std::string(url) : fmt::format("{} {}", method, url);
+  if (status == 0) return fmt::format("{}: {}: {}", where, code, message);
+  return fmt::format("{}: {} {}: {}", where, status, code, message);
+}
+
+// The daemon promises `{"error":{"code","message"}}` for every non-2xx; anything else (a proxy's
+// HTML page, an empty body) still becomes a readable error rather than a JSON exception.
+error from_response(std::string_view method, const std::string& url, int status, const std::string& body) {
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+    const json& e = j["error"];
+    std::string code = e.value("code", std::string("unknown"));
+    std::string message = e.value("message", std::string("(no message)"));
+    return error(std::string(method), url, status, std::move(code), std::move(message));
+  }
+  constexpr std::size_t shown = 200;
+  std::string excerpt = body.empty() ? std::string("(empty body)") : body.substr(0, shown);
+  return error(std::string(method), url, status, "unexpected_response",
+               fmt::format("the answer is not a Sandlot error body: {}", excerpt));
+}
+
+template <class T>
+T decode(const json& j, std::string_view method, const std::string& url, int status) {
+  try {
+    return j.get<T>();
+  } catch (const std::exception& e) {
+    // A daemon of a different protocol version; say so instead of surfacing a nlohmann message.
+    throw error(std::string(method), url, status, "bad_response",
+                fmt::format("the daemon's answer does not match this client's protocol: {}", e.what()));
+  }
+}
+
+// The URL an error names: the daemon's base URL (as configured, minus a trailing slash) + target.
+std::string join_url(std::string_view base, std::string_view target) {
+  while (!base.empty() && base.back() == '/') base.remove_suffix(1);
+  return fmt::format("{}{}", base, target);
+}
+
+std::string lease_target(const std::string& id, std::string_view suffix = {}) {
+  return fmt::format("{}/leases/{}{}", protocol::api_prefix, detail::escape_path_segment(id), suffix);
+}
+
+}  // namespace
+
+// --- error ------------------------------------------------------------------------------------
+
+error::error(std::string url, int status, std::string code, std::string message)
+    : error(std::string(), std::move(url), status, std::move(code), std::move(message)) {}
+
+error::error(std::string method, std::string url, int status, std::string code, std::string message)
+    : std::runtime_error(describe(method, url, status, code, message)),
+      method_(std::move(method)),
+      url_(std::move(url)),
+      status_(status),
+      code_(std::move(code)),
+      message_(std::move(message)) {}
+
+// --- environment ------------------------------------------------------------------------------
+
+std::string url_from_env() { return env_or("SANDLOT_URL", std::string(protocol::default_url)); }
+
+std::string token_from_env() { return env_or("SANDLOT_TOKEN", {}); }
+
+std::string run_from_env() {
+  if (const char* v = std::getenv("SANDLOT_RUN"); v != nullptr && *v != '\0') return v;
+  // ctest starts every test as its own child, so the parent (ctest) is what the tests of one
+  // invocation share. A pid alone is recycled; its start time (field 22 of /proc/<pid>/stat, in
+  // clock ticks since boot) makes the pair unique across the machine's uptime.
+  pid_t ppid = getppid();
+  std::ifstream in(fmt::format("/proc/{}/stat", ppid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Field 2 is the command name in parentheses and may itself hold spaces or ')': skip to the last
+  // ')', after which fields are plain. Field 3 (state) is the first token after it.
+  std::size_t close = stat.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream fields(stat.substr(close + 1));
+    std::string field;
+    constexpr int starttime_field = 22;
+    for (int n = 3; n <= starttime_field && (fields >> field); ++n) {
+      if (n == starttime_field) return fmt::format("ppid-{}-{}", ppid, field);
+    }
+  }
+  return fmt::format("ppid-{}", ppid);
+}
+
+// --- client -----------------------------------------------------------------------------------
+
+client::client() : client(options{}) {}
+
+client::client(std::string url) : client(options{.url = std::move(url)}) {}
+
+client::client(options opts) : opts_(std::move(opts)) {
+  // Reject a bad SANDLOT_URL here, once, rather than on every call.
+  try {
+    detail::parse_url(opts_.url);
+  } catch (const std::invalid_argument& e) {
+    throw error(opts_.url, 0, "bad_url", fmt::format("{} (check SANDLOT_URL)", e.what()));
+  }
+}
+
+client::response client::request(std::string_view method, std::string_view target, std::string_view body,
+                                 seconds extra_timeout) const {
+  std::string full_url = join_url(opts_.url, target);
+  try {
+    detail::http_client http(opts_.url, opts_.token);
+    auto res = http.send(method, target, body, opts_.request_timeout + extra_timeout);
+    return response{res.status, std::move(res.body)};
+  } catch (const std::invalid_argument& e) {
+    throw error(std::string(method), full_url, 0, "bad_url", e.what());
+  } catch (const detail::transport_error& e) {
+    switch (e.which()) {
+      case detail::transport_error::kind::refused:
+        throw error(std::string(method), full_url, 0, "unreachable",
+                    fmt::format("no orchestratord answered at {} ({}); start one with "
+                                "`orchestratord --slots N` or point SANDLOT_URL at a running one",
+                                opts_.url, e.what()));
+      case detail::transport_error::kind::timeout:
+        throw error(std::string(method), full_url, 0, "timeout",
+                    fmt::format("orchestratord at {} did not answer within {} s ({})", opts_.url,
+                                (opts_.request_timeout + extra_timeout).count(), e.what()));
+      case detail::transport_error::kind::failed:
+        break;
+    }
+    throw error(std::string(method), full_url, 0, "transport_error", e.what());
+  }
+}
+
+json client::call(std::string_view method, const std::string& target, std::string_view body,
+                  int expect_status, seconds extra_timeout) const {
+  response res = request(method, target, body, extra_timeout);
+  std::string full_url = join_url(opts_.url, target);
+  // expect_status names the success class: create answers 201 for a new lease and 200 when the
+  // same request_id repeats, and both are success.
+  if (res.status / 100 != expect_status / 100) throw from_response(method, full_url, res.status, res.body);
+  json j = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    throw error(std::string(method), full_url, res.status, "bad_response",
+                "the daemon answered with a body that is not JSON");
+  }
+  return j;
+}
+
+protocol::lease_view client::create(const protocol::lease_request& req) const {
+  std::string target = fmt::format("{}/leases", protocol::api_prefix);
+  json j = call("POST", target, json(req).dump(), 201);
+  return decode<protocol::lease_view>(j, "POST", join_url(opts_.url, target), 201);
+}
+
+protocol::lease_view client::get(const std::string& id, int wait_s) const {
+  std::string target = lease_target(id, wait_s > 0 ? fmt::format("?wait_s={}", wait_s) : std::string());
+  // The long-poll may legitimately hold the answer for wait_s; the timeout runs on top of that.
+  json j = call("GET", target, {}, 200, seconds{std::max(wait_s, 0)});
+  return decode<protocol::lease_view>(j, "GET", join_url(opts_.url, target), 200);
+}
+
+protocol::renew_response client::renew(const std::string& id) const {
+  std::string target = lease_target(id, "/renew");
+  json j = call("POST", target, {}, 200);
+  return decode<protocol::renew_response>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+protocol::exec_result client::exec(const std::string& id, const protocol::exec_request& req) const {
+  std::string target = lease_target(id, "/exec");
+  // The command may run for up to timeout_s before the daemon answers.
+  json j = call("POST", target, json(req).dump(), 200, seconds{std::max(req.timeout_s, 0)});
+  return decode<protocol::exec_result>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+void client::release(const std::string& id) const { call("DELETE", lease_target(id), {}, 200); }
+
+protocol::status_view client::status() const {
+  std::string target = fmt::format("{}/status", protocol::api_prefix);
+  json j = call("GET", target, {}, 200);
+  return decode<protocol::status_view>(j, "GET", join_url(opts_.url, target), 200);
+}
+
+// --- lease ------------------------------------------------------------------------------------
+
+struct lease::state {
+  state(const client& c, protocol::lease_view v) : client_(c), view_(std::move(v)), id_(view_.id) {}
+
+  // A copy: the lease must stay usable whatever happens to the client it was acquired from.
+  const client client_;
+  protocol::lease_view view_;  // written by the owning thread only
+  const std::string id_;       // what the heartbeat thread reads; never changes
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;  // guarded by mutex_
+  bool released_ = false;  // owning thread only
+  std::optional<std::string> heartbeat_error_;  // guarded by mutex_
+  std::thread heartbeat_;
+
+  void start_heartbeat(seconds interval) {
+    heartbeat_ = std::thread([this, interval] { heartbeat_loop(interval); });
+  }
+
+  void heartbeat_loop(seconds interval) {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      // wait_for on the condition (not a sleep) so release() stops the thread at once.
+      if (wake_.wait_for(lock, interval, [this] { return stopping_; })) return;
+      lock.unlock();  // never hold the lock across a network call
+      std::optional<std::string> failure;
+      bool stop = false;
+      try {
+        protocol::renew_response r = client_.renew(id_);
+        if (protocol::is_final(r.state)) {
+          failure = fmt::format("lease {} is {}; the daemon no longer holds it", id_, protocol::to_string(r.state));
+          stop = true;
+        }
+      } catch (const error& e) {
+        failure = e.what();
+        // 404/410: the lease is gone for good, renewing again cannot help. Anything else (a slow or
+        // restarting daemon) may pass, so keep trying until the TTL decides.
+        stop = e.status() == 404 || e.status() == 410;
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      lock.lock();
+      if (failure && !heartbeat_error_) heartbeat_error_ = std::move(failure);
+      if (stop) return;
+    }
+  }
+
+  void stop_heartbeat() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (heartbeat_.joinable()) heartbeat_.join();
+  }
+
+  ~state() {
+    // lease::release normally joined already; this covers a throw before it could.
+    stop_heartbeat();
+  }
+};
+
+lease::lease(std::unique_ptr<state> s) : s_(std::move(s)) {}
+
+lease::lease(lease&&) noexcept = default;
+
+lease& lease::operator=(lease&& other) noexcept {
+  if (this != &other) {
+    try {
+      release();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a move must not throw; the TTL reaps it
+    }
+    s_ = std::move(other.s_);
+  }
+  return *this;
+}
+
+lease::~lease() {
+  try {
+    release();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): destructors must not throw; the TTL reaps it
+  }
+}
+
+lease lease::acquire(const client& c, protocol::lease_request req, seconds wait) {
+  const auto deadline = steady_clock::now() + wait;
+  protocol::lease_view view = c.create(req);
+  // From here on the lease exists on the daemon: every exit path below releases it (~lease).
+  lease l(std::make_unique<state>(c, std::move(view)));
+  state& s = *l.s_;
+
+  // Heartbeat from the start: a lease may queue for longer than its TTL.
+  int ttl_s = s.view_.ttl_s > 0 ? s.view_.ttl_s : req.ttl_s;
+  s.start_heartbeat(std::max(seconds{1}, seconds{ttl_s / 3}));
+
+  const std::string get_url = join_url(c.url(), lease_target(s.id_));
+  constexpr int max_poll_s = 30;  // bounded so a silently dropped long-poll is retried
+  while (s.view_.state != protocol::lease_state::ready) {
+    if (protocol::is_final(s.view_.state)) {
+      std::string code = s.view_.error ? s.view_.error->code : std::string("lease_gone");
+      std::string why = s.view_.error ? s.view_.error->message
+                                      : fmt::format("it turned {}", protocol::to_string(s.view_.state));
+      int status = protocol::http_status(protocol::code_from_string(code));
+      throw error("GET", get_url, status, code,
+                  fmt::format("lease {} did not become ready: {}", s.id_, why));
+    }
+    auto remaining = std::chrono::ceil<seconds>(deadline - steady_clock::now());
+    if (remaining <= seconds{0}) {
+      std::string last = std::string(protocol::to_string(s.view_.state));
+      if (s.view_.waiting_for) last += fmt::format(", waiting for {}", *s.view_.waiting_for);
+      if (s.view_.position) last += fmt::format(", queue position {}", *s.view_.position);
+      try {
+        l.release();
+      } catch (...) {  // NOLINT(bugprone-empty-catch): the timeout is the error to report
+      }
+      throw error("GET", get_url, 0, "timeout",
+                  fmt::format("lease {} was not ready within {} s (last state: {}); released it. "
+                              "Wait longer, or give the daemon more --slots",
+                              s.id_, wait.count(), last));
+    }
+    int wait_s = static_cast<int>(std::min<seconds::rep>(remaining.count(), max_poll_s));
+    s.view_ = c.get(s.id_, wait_s);
+  }
+  return l;
+}
+
+const std::string& lease::id() const noexcept {
+  static const std::string empty;
+  return s_ ? s_->id_ : empty;
+}
+
+const std::string& lease::name() const noexcept {
+  static const std::string empty;
+  return s_ ? s_->view_.name : empty;
+}
+
+const protocol::lease_view& lease::view() const noexcept {
+  static const protocol::lease_view empty;
+  return s_ ? s_->view_ : empty;
+}
+
+const protocol::sandbox_info& lease::sandbox() const {
+  if (!s_ || !s_->view_.sandbox) {
+    throw std::logic_error("this lease has no sandbox (moved from, or never became ready)");
+  }
+  return *s_->view_.sandbox;
+}
+
+protocol::exec_result lease::exec(std::vector<std::string> argv, std::optional<std::string> stdin_data,
+                                  std::map<std::string, std::string> env, int timeout_s) const {
+  protocol::exec_request req;
+  req.argv = std::move(argv);
+  req.stdin_data = std::move(stdin_data);
+  req.env = std::move(env);
+  req.timeout_s = timeout_s;
+  return exec(req);
+}
+
+protocol::exec_result lease::exec(const protocol::exec_request& req) const {
+  if (!s_) throw std::logic_error("exec on a moved-from lease");
+  return s_->client_.exec(s_->id_, req);
+}
+
+void lease::release() {
+  if (!s_ || s_->released_) return;
+  s_->stop_heartbeat();
+  try {
+    s_->client_.release(s_->id_);
+  } catch (const error& e) {
+    if (e.status() != 404) throw;  // unknown to the daemon: already gone, nothing to free
+  }
+  s_->released_ = true;
+}
+
+std::optional<std::string> lease::heartbeat_error() const {
+  if (!s_) return std::nullopt;
+  std::lock_guard lock(s_->mutex_);
+  return s_->heartbeat_error_;
+}
+
+}  // namespace sandlot::client

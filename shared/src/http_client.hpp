@@ -1,0 +1,65 @@
+// A small synchronous HTTP/1.1 client for talking to orchestratord on loopback.
+//
+// Every call runs on its own private io_context with a deadline on the stream, so a daemon that
+// stops answering can delay a test by at most the timeout, never hang it. There is no connection
+// reuse: a lease makes a handful of calls, and a fresh connection per call keeps the failure modes
+// (refused, reset, timed out) attributable to one request.
+#pragma once
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace sandlot::client::detail {
+
+/// An `http://host[:port][/prefix]` URL split into what a request needs.
+struct http_url {
+  std::string host;         // without IPv6 brackets
+  std::string port;         // "80" when the URL names none
+  std::string path_prefix;  // "" or "/prefix" (no trailing slash), prepended to every target
+};
+
+/// Parses `url`; throws std::invalid_argument saying what is wrong (https is rejected because
+/// orchestratord only serves plain HTTP on loopback).
+http_url parse_url(std::string_view url);
+
+/// Percent-encodes everything outside RFC 3986's unreserved set, for ids in a path segment.
+std::string escape_path_segment(std::string_view s);
+
+/// No HTTP answer arrived. `kind` tells a caller which hint to give.
+class transport_error : public std::runtime_error {
+ public:
+  enum class kind {
+    refused,    // nothing listens at host:port (or it could not be reached at all)
+    timeout,    // connected, or tried to, but the deadline passed first
+    failed,     // the connection broke mid-request or the answer was not HTTP
+  };
+  transport_error(kind k, const std::string& what) : std::runtime_error(what), kind_(k) {}
+  kind which() const noexcept { return kind_; }
+
+ private:
+  kind kind_;
+};
+
+struct http_response {
+  int status = 0;
+  std::string body;
+};
+
+class http_client {
+ public:
+  /// Throws std::invalid_argument for a URL parse_url rejects.
+  http_client(std::string_view url, std::string token);
+
+  /// Sends one request and reads the whole answer within `timeout`; throws transport_error when
+  /// no complete HTTP answer arrived. `target` starts with '/'; a body, when given, is sent as JSON.
+  http_response send(std::string_view method, std::string_view target, std::string_view body,
+                     std::chrono::milliseconds timeout) const;
+
+ private:
+  http_url url_;
+  std::string token_;
+};
+
+}  // namespace sandlot::client::detail

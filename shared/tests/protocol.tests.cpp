@@ -1,0 +1,357 @@
+// The wire types round-trip through JSON unchanged, and bad input is rejected with an error that
+// names the field, because that message is what a test author sees in a 400.
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <sandlot/protocol.hpp>
+
+namespace {
+
+using namespace sandlot::protocol;
+using json = nlohmann::json;
+using Catch::Matchers::Contains;
+
+template <class T>
+T round_trip(const T& v) {
+  // Through text, as on the wire, not just through a json value.
+  return json::parse(json(v).dump()).get<T>();
+}
+
+// The api_error a body raises when decoded as T, or nothing when it decodes.
+template <class T>
+std::optional<api_error> decode_error(std::string_view body) {
+  try {
+    (void)parse_body<T>(body);
+  } catch (const api_error& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("every error code has a stable string and a fitting HTTP status", "[protocol]") {
+  CHECK(code_string(errc::invalid_field) == "invalid_field");
+  CHECK(code_from_string("lease_gone") == errc::lease_gone);
+  CHECK(code_from_string("no_such_code") == errc::unknown);
+  CHECK(http_status(errc::bad_json) == 400);
+  CHECK(http_status(errc::not_found) == 404);
+  CHECK(http_status(errc::lease_not_ready) == 409);
+  CHECK(http_status(errc::lease_gone) == 410);
+  CHECK(http_status(errc::unauthorized) == 401);
+  for (errc code : {errc::bad_json, errc::invalid_field, errc::not_found, errc::method_not_allowed,
+                    errc::payload_too_large, errc::lease_not_ready, errc::lease_gone, errc::image_pull_failed,
+                    errc::sandbox_failed, errc::ready_timeout, errc::engine_error, errc::exec_failed,
+                    errc::shutting_down, errc::unauthorized, errc::internal}) {
+    CAPTURE(code_string(code));
+    CHECK(code_from_string(code_string(code)) == code);
+    CHECK(http_status(code) >= 400);
+  }
+}
+
+TEST_CASE("an error body has the documented shape", "[protocol]") {
+  json j = error_json(errc::invalid_field, "field 'slots' must be an integer");
+  CHECK(j == json::parse(R"({"error":{"code":"invalid_field","message":"field 'slots' must be an integer"}})"));
+
+  error_body b = round_trip(error_body{"lease_gone", "released"});
+  CHECK(b.code == "lease_gone");
+  CHECK(b.message == "released");
+}
+
+TEST_CASE("lease states and network modes map to their strings and back", "[protocol]") {
+  for (lease_state s : {lease_state::queued, lease_state::pulling, lease_state::starting, lease_state::ready,
+                        lease_state::released, lease_state::failed, lease_state::expired}) {
+    CAPTURE(to_string(s));
+    CHECK(lease_state_from_string(to_string(s)) == s);
+  }
+  CHECK(lease_state_from_string("sleeping") == lease_state::unknown);
+  CHECK(is_final(lease_state::released));
+  CHECK(is_final(lease_state::failed));
+  CHECK(is_final(lease_state::expired));
+  CHECK_FALSE(is_final(lease_state::ready));
+  CHECK_FALSE(is_final(lease_state::queued));
+
+  CHECK(network_mode_from_string("none") == network_mode::none);
+  CHECK(network_mode_from_string("host") == network_mode::host);
+  CHECK(network_mode_from_string("bridge") == network_mode::unknown);
+  CHECK(to_string(network_mode::host) == "host");
+}
+
+TEST_CASE("a lease request round-trips through JSON", "[protocol]") {
+  lease_request in;
+  in.image = "127.0.0.1:5000/sandlot/busybox:1";
+  in.run = "run-1";
+  in.test = "echo prints its arguments";
+  in.request_id = "req-42";
+  in.slots = 2;
+  in.ttl_s = 12;
+  in.ready_timeout_s = 60;
+  in.network = network_mode::host;
+  in.env = {{"A", "1"}, {"B", "two words"}};
+  in.memory_mb = 64;
+  in.cpus = 0.5;
+  in.pids_limit = 32;
+  in.read_only = true;
+
+  lease_request out = round_trip(in);
+  CHECK(out.image == in.image);
+  CHECK(out.run == in.run);
+  CHECK(out.test == in.test);
+  CHECK(out.request_id == in.request_id);
+  CHECK(out.slots == 2);
+  CHECK(out.ttl_s == 12);
+  CHECK(out.ready_timeout_s == 60);
+  CHECK(out.network == network_mode::host);
+  CHECK(out.env == in.env);
+  CHECK(out.memory_mb == 64);
+  CHECK(out.cpus == Approx(0.5));
+  CHECK(out.pids_limit == 32);
+  CHECK(out.read_only);
+}
+
+TEST_CASE("a lease request with only an image gets the documented defaults", "[protocol]") {
+  auto req = parse_body<lease_request>(R"({"image":"127.0.0.1:5000/sandlot/busybox:1"})");
+  CHECK(req.slots == 1);
+  CHECK(req.ttl_s == 30);
+  CHECK(req.ready_timeout_s == 300);
+  CHECK(req.network == network_mode::none);
+  CHECK(req.env.empty());
+  CHECK_FALSE(req.read_only);
+  CHECK(req.run.empty());
+}
+
+TEST_CASE("sandbox details round-trip through JSON", "[protocol]") {
+  sandbox_info in{"0123abcd", "sandlot-run-1-echo", "sb-echo", "127.0.0.1:5000/sandlot/busybox:1", "none"};
+  sandbox_info out = round_trip(in);
+  CHECK(out.id == in.id);
+  CHECK(out.name == in.name);
+  CHECK(out.hostname == in.hostname);
+  CHECK(out.image == in.image);
+  CHECK(out.network == in.network);
+}
+
+TEST_CASE("a lease view round-trips through JSON with its optional parts", "[protocol]") {
+  lease_view queued;
+  queued.id = "l-1";
+  queued.name = "run-1-echo-1";
+  queued.state = lease_state::queued;
+  queued.run = "run-1";
+  queued.test = "echo";
+  queued.image = "img:1";
+  queued.slots = 3;
+  queued.ttl_s = 20;
+  queued.position = 4;
+  queued.waiting_for = "slots";
+
+  lease_view q = round_trip(queued);
+  CHECK(q.id == "l-1");
+  CHECK(q.name == "run-1-echo-1");
+  CHECK(q.state == lease_state::queued);
+  CHECK(q.run == "run-1");
+  CHECK(q.test == "echo");
+  CHECK(q.image == "img:1");
+  CHECK(q.slots == 3);
+  CHECK(q.ttl_s == 20);
+  CHECK(q.position == 4);
+  CHECK(q.waiting_for == "slots");
+  CHECK_FALSE(q.expires_in_s);
+  CHECK_FALSE(q.sandbox);
+  CHECK_FALSE(q.error);
+
+  lease_view ready = queued;
+  ready.state = lease_state::ready;
+  ready.position.reset();
+  ready.waiting_for.reset();
+  ready.expires_in_s = 17.5;
+  ready.sandbox = sandbox_info{"c1", "n1", "h1", "img:1", "none"};
+  lease_view r = round_trip(ready);
+  CHECK(r.state == lease_state::ready);
+  CHECK_FALSE(r.position);
+  REQUIRE(r.expires_in_s);
+  CHECK(*r.expires_in_s == Approx(17.5));
+  REQUIRE(r.sandbox);
+  CHECK(r.sandbox->hostname == "h1");
+
+  lease_view failed = queued;
+  failed.state = lease_state::failed;
+  failed.error = error_body{"image_pull_failed", "pull img:1: manifest unknown"};
+  lease_view f = round_trip(failed);
+  CHECK(f.state == lease_state::failed);
+  REQUIRE(f.error);
+  CHECK(f.error->code == "image_pull_failed");
+  CHECK(f.error->message == "pull img:1: manifest unknown");
+}
+
+TEST_CASE("a renew response round-trips through JSON", "[protocol]") {
+  renew_response out = round_trip(renew_response{"l-1", lease_state::ready, 29.5});
+  CHECK(out.id == "l-1");
+  CHECK(out.state == lease_state::ready);
+  CHECK(out.expires_in_s == Approx(29.5));
+}
+
+TEST_CASE("an exec request round-trips through JSON", "[protocol]") {
+  exec_request in;
+  in.argv = {"sh", "-c", "cat; echo $X"};
+  in.stdin_data = "line\n";
+  in.env = {{"X", "1"}};
+  in.workdir = "/tmp";
+  in.timeout_s = 5;
+  exec_request out = round_trip(in);
+  CHECK(out.argv == in.argv);
+  CHECK(out.stdin_data == "line\n");
+  CHECK(out.env == in.env);
+  CHECK(out.workdir == "/tmp");
+  CHECK(out.timeout_s == 5);
+
+  exec_request bare;
+  bare.argv = {"true"};
+  exec_request b = round_trip(bare);
+  CHECK_FALSE(b.stdin_data);
+  CHECK(b.workdir.empty());
+  CHECK(b.timeout_s == 60);
+}
+
+TEST_CASE("an exec result round-trips through JSON", "[protocol]") {
+  exec_result in;
+  in.exit_code = 7;
+  in.stdout_data = "out\n";
+  in.stderr_data = "err\n";
+  in.truncated = true;
+  in.timed_out = true;
+  in.duration_s = 1.25;
+  exec_result out = round_trip(in);
+  CHECK(out.exit_code == 7);
+  CHECK(out.stdout_data == "out\n");
+  CHECK(out.stderr_data == "err\n");
+  CHECK(out.truncated);
+  CHECK(out.timed_out);
+  CHECK(out.duration_s == Approx(1.25));
+}
+
+TEST_CASE("exec streams use the plain names stdin and stdout and stderr on the wire", "[protocol]") {
+  exec_request req;
+  req.argv = {"cat"};
+  req.stdin_data = "hello";
+  json jr = req;
+  CHECK(jr.at("stdin") == "hello");
+  CHECK_FALSE(jr.contains("stdin_data"));
+
+  exec_result res;
+  res.stdout_data = "o";
+  res.stderr_data = "e";
+  json js = res;
+  CHECK(js.at("stdout") == "o");
+  CHECK(js.at("stderr") == "e");
+  CHECK_FALSE(js.contains("stdout_data"));
+  CHECK_FALSE(js.contains("stderr_data"));
+
+  auto parsed = parse_body<exec_request>(R"({"argv":["cat"],"stdin":"from the wire"})");
+  CHECK(parsed.stdin_data == "from the wire");
+}
+
+TEST_CASE("status and image states round-trip through JSON", "[protocol]") {
+  status_view in;
+  in.instance = "orchestratord-1";
+  in.slots_total = 5;
+  in.slots_in_use = 2;
+  in.queue_length = 1;
+  in.ready = true;
+  lease_view l;
+  l.id = "l-1";
+  l.state = lease_state::ready;
+  in.leases = {l};
+  in.images = {image_status{"img:1", "present", 0, ""}, image_status{"img:2", "failed", 1, "manifest unknown"}};
+
+  status_view out = round_trip(in);
+  CHECK(out.instance == "orchestratord-1");
+  CHECK(out.slots_total == 5);
+  CHECK(out.slots_in_use == 2);
+  CHECK(out.queue_length == 1);
+  CHECK(out.ready);
+  REQUIRE(out.leases.size() == 1);
+  CHECK(out.leases[0].id == "l-1");
+  CHECK(out.leases[0].state == lease_state::ready);
+  REQUIRE(out.images.size() == 2);
+  CHECK(out.images[0].state == "present");
+  CHECK(out.images[1].waiters == 1);
+  CHECK(out.images[1].error == "manifest unknown");
+}
+
+TEST_CASE("a body that is not JSON is rejected as bad_json", "[protocol]") {
+  auto e = decode_error<lease_request>("{\"image\": ");
+  REQUIRE(e);
+  CHECK(e->code() == errc::bad_json);
+  CHECK(http_status(e->code()) == 400);
+
+  auto not_object = decode_error<lease_request>(R"(["127.0.0.1:5000/sandlot/busybox:1"])");
+  REQUIRE(not_object);
+  CHECK(not_object->code() == errc::bad_json);
+}
+
+TEST_CASE("a lease request without an image names the image field", "[protocol]") {
+  auto missing = decode_error<lease_request>(R"({"slots":1})");
+  REQUIRE(missing);
+  CHECK(missing->code() == errc::invalid_field);
+  CHECK_THAT(missing->message(), Contains("'image'"));
+
+  auto empty = decode_error<lease_request>(R"({"image":""})");
+  REQUIRE(empty);
+  CHECK(empty->code() == errc::invalid_field);
+  CHECK_THAT(empty->message(), Contains("'image'"));
+}
+
+TEST_CASE("slots given as a string names the slots field", "[protocol]") {
+  auto e = decode_error<lease_request>(R"({"image":"img:1","slots":"2"})");
+  REQUIRE(e);
+  CHECK(e->code() == errc::invalid_field);
+  CHECK_THAT(e->message(), Contains("'slots'") && Contains("integer"));
+}
+
+TEST_CASE("out-of-range numbers name their field and the allowed range", "[protocol]") {
+  auto zero = decode_error<lease_request>(R"({"image":"img:1","slots":0})");
+  REQUIRE(zero);
+  CHECK(zero->code() == errc::invalid_field);
+  CHECK_THAT(zero->message(), Contains("'slots'") && Contains("between"));
+
+  auto ttl = decode_error<lease_request>(R"({"image":"img:1","ttl_s":-5})");
+  REQUIRE(ttl);
+  CHECK_THAT(ttl->message(), Contains("'ttl_s'"));
+}
+
+TEST_CASE("a bridge network is rejected: only none and host exist", "[protocol]") {
+  auto e = decode_error<lease_request>(R"({"image":"img:1","network":"bridge"})");
+  REQUIRE(e);
+  CHECK(e->code() == errc::invalid_field);
+  CHECK_THAT(e->message(), Contains("'network'") && Contains("none") && Contains("host"));
+}
+
+TEST_CASE("env values must be strings and the error names the key", "[protocol]") {
+  auto e = decode_error<lease_request>(R"({"image":"img:1","env":{"PORT":8080}})");
+  REQUIRE(e);
+  CHECK(e->code() == errc::invalid_field);
+  CHECK_THAT(e->message(), Contains("'env.PORT'"));
+}
+
+TEST_CASE("an exec request needs a non-empty argv of strings", "[protocol]") {
+  auto missing = decode_error<exec_request>(R"({"stdin":"x"})");
+  REQUIRE(missing);
+  CHECK(missing->code() == errc::invalid_field);
+  CHECK_THAT(missing->message(), Contains("'argv'"));
+
+  auto empty = decode_error<exec_request>(R"({"argv":[]})");
+  REQUIRE(empty);
+  CHECK(empty->code() == errc::invalid_field);
+  CHECK_THAT(empty->message(), Contains("'argv'"));
+
+  auto shell_string = decode_error<exec_request>(R"({"argv":"echo hi"})");
+  REQUIRE(shell_string);
+  CHECK_THAT(shell_string->message(), Contains("'argv'"));
+
+  auto not_string = decode_error<exec_request>(R"({"argv":["echo",1]})");
+  REQUIRE(not_string);
+  CHECK(not_string->code() == errc::invalid_field);
+  CHECK_THAT(not_string->message(), Contains("'argv[1]'"));
+}

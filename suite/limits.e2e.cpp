@@ -1,0 +1,65 @@
+// Resource limits from the lease request are enforced by the engine and visible inside the
+// sandbox's cgroup: memory, pids and CPUs, plus a read-only root filesystem on request.
+// Works on cgroup v2 (one unified file per limit) and v1 (one hierarchy per controller).
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+
+using sandlot::testing::lease_sandbox;
+
+namespace {
+
+// Reads the v2 file if the sandbox has a unified hierarchy, else the v1 one. The sh -c is the
+// test's own script; argv stays explicit.
+std::string read_cgroup(const sandlot::client::lease& sb, const std::string& v2, const std::string& v1) {
+  auto r = sb.exec({"sh", "-c", "if [ -e \"$1\" ]; then cat \"$1\"; else cat \"$2\"; fi", "sh",
+                    "/sys/fs/cgroup/" + v2, "/sys/fs/cgroup/" + v1});
+  INFO("stderr: " << r.stderr_data);
+  REQUIRE(r.exit_code == 0);
+  return sandlot::e2e::chomp(r.stdout_data);
+}
+
+}  // namespace
+
+TEST_CASE("the memory limit of the lease is the sandbox's cgroup memory limit", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.memory_mb = 96;
+  auto sb = lease_sandbox(req);
+  CHECK(read_cgroup(sb, "memory.max", "memory/memory.limit_in_bytes") == std::to_string(96LL * 1024 * 1024));
+}
+
+TEST_CASE("the pids limit of the lease is the sandbox's cgroup pids limit", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.pids_limit = 48;
+  auto sb = lease_sandbox(req);
+  CHECK(read_cgroup(sb, "pids.max", "pids/pids.max") == "48");
+}
+
+TEST_CASE("the CPU limit of the lease is the sandbox's CFS quota", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.cpus = 0.5;
+  auto sb = lease_sandbox(req);
+  // v2's cpu.max reads "<quota> <period>"; v1 keeps them in two files, joined here the same way.
+  auto r = sb.exec({"sh", "-c",
+                    "if [ -e /sys/fs/cgroup/cpu.max ]; then cat /sys/fs/cgroup/cpu.max; "
+                    "else echo \"$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)\"; fi"});
+  INFO("stderr: " << r.stderr_data);
+  REQUIRE(r.exit_code == 0);
+  auto quota_period = sandlot::e2e::chomp(r.stdout_data);
+  auto space = quota_period.find(' ');
+  REQUIRE(space != std::string::npos);
+  long long quota = std::stoll(quota_period.substr(0, space));
+  long long period = std::stoll(quota_period.substr(space + 1));
+  REQUIRE(period > 0);
+  CHECK(quota * 2 == period);  // half a CPU, whatever period the engine picked
+}
+
+TEST_CASE("a read-only sandbox cannot write its root filesystem but can write /tmp", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.read_only = true;
+  auto sb = lease_sandbox(req);
+  auto root = sb.exec({"touch", "/probe"});
+  CHECK(root.exit_code != 0);
+  CHECK_THAT(root.stderr_data, Catch::Matchers::Contains("Read-only file system"));
+  CHECK(sb.exec({"touch", "/tmp/probe"}).exit_code == 0);
+}
