@@ -104,6 +104,8 @@ TEST_CASE("a command that outlives its timeout is stopped and reported as timed 
   CHECK(r.timed_out);
   CHECK(r.exit_code != 0);
   CHECK(r.stdout_data.find("finished") == std::string::npos);
-  // The sandbox is still usable afterwards.
-  CHECK(sb.exec({"true"}).exit_code == 0);
+  // The command and its child are gone, and the sandbox is still usable afterwards.
+  auto ps = sb.exec({"ps", "-o", "args"});
+  CHECK(ps.exit_code == 0);
+  CHECK(ps.stdout_data.find("sleep 30") == std::string::npos);
 }

@@ -1,6 +1,10 @@
 #include "docker_client.hpp"
 
 #include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <charconv>
 #include <cstdlib>
 #include <stdexcept>
@@ -406,7 +410,10 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
   out.stdout_data = std::move(demux.out());
   out.stderr_data = std::move(demux.err());
   out.truncated = demux.truncated();
-  if (out.timed_out) co_return out;
+  if (out.timed_out) {
+    co_await kill_exec(exec_id, container_id);
+    co_return out;
+  }
 
   // The stream has ended; the engine records the exit code a moment later.
   const auto deadline = clock::now() + 5s;
@@ -423,6 +430,37 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
     co_await t.async_wait(asio::use_awaitable);
   }
   co_return out;
+}
+
+asio::awaitable<void> docker_client::kill_exec(const std::string& exec_id, const std::string& container_id) {
+  // The Engine API cannot signal an exec. On a local engine its process is visible here by the
+  // host pid the engine reports; it is killed only if /proc shows it inside this very container,
+  // so a pid from another namespace (the daemon itself in a container) can never hit a stranger.
+  if (addr_.type != engine_address::kind::unix_socket) co_return;
+  auto res = co_await call(http::verb::get, "/exec/" + exec_id + "/json", std::nullopt, 10s);
+  if (res.status != 200) co_return;
+  auto j = res.json();
+  if (!j.value("Running", false)) co_return;
+  const int pid = j.value("Pid", 0);
+  if (pid <= 1) co_return;
+  auto read_file = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  auto in_container = [&](int p) {
+    return container_id.size() >= 12 &&
+           read_file(fmt::format("/proc/{}/cgroup", p)).find(container_id) != std::string::npos;
+  };
+  if (!in_container(pid)) co_return;
+  // The command and everything it started (sh -c "sleep 30" leaves a sleep behind otherwise).
+  std::vector<int> tree{pid};
+  for (std::size_t i = 0; i < tree.size() && tree.size() < 4096; ++i) {
+    std::istringstream children(read_file(fmt::format("/proc/{}/task/{}/children", tree[i], tree[i])));
+    for (int child = 0; children >> child;) tree.push_back(child);
+  }
+  for (int p : tree) {
+    if (in_container(p)) ::kill(p, SIGKILL);
+  }
 }
 
 // --- stream_demuxer --------------------------------------------------------------------------
