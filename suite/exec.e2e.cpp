@@ -109,3 +109,11 @@ TEST_CASE("a command that outlives its timeout is stopped and reported as timed 
   CHECK(ps.exit_code == 0);
   CHECK(ps.stdout_data.find("sleep 30") == std::string::npos);
 }
+
+TEST_CASE("a command that does not exist fails with the runtime's reason on stderr", "[exec]") {
+  auto sb = lease_sandbox();
+  auto r = sb.exec({"no-such-command-here"});
+  CHECK(r.exit_code != 0);
+  CHECK(r.stdout_data.empty());
+  CHECK_THAT(r.stderr_data, Catch::Contains("no-such-command-here"));
+}

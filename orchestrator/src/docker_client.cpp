@@ -429,6 +429,11 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
     asio::steady_timer t(ex_, 10ms);
     co_await t.async_wait(asio::use_awaitable);
   }
+  // dockerd 20.10 writes the runtime's own failure (e.g. "executable file not found") into the
+  // stdout frame; it is an error about the command, so the caller finds it on stderr.
+  if (out.stderr_data.empty() && out.stdout_data.rfind("OCI runtime exec failed", 0) == 0) {
+    std::swap(out.stdout_data, out.stderr_data);
+  }
   co_return out;
 }
 

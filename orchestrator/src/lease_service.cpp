@@ -45,6 +45,7 @@ struct lease_service::lease {
   // A stop asked for while the lifecycle runs; it ends the lease with this state and error.
   std::optional<std::pair<lease_state, std::optional<protocol::error_body>>> stop;
   int active_execs = 0;
+  int active_polls = 0;  // GET ?wait_s=N calls waiting: a client blocked in one is alive
   async_event changed;         // every state change
   async_event stop_requested;  // `stop` was set
 };
@@ -363,6 +364,13 @@ asio::awaitable<protocol::lease_view> lease_service::get(const std::string& id, 
   auto l = find(id);
   touch(*l);
   const auto deadline = clock::now() + std::chrono::seconds(std::clamp(wait_s, 0, 300));
+  // The call counts as a heartbeat for as long as it waits (wait_s may exceed ttl_s), as an exec
+  // does; the reaper skips the lease meanwhile, and the expiry restarts when the call returns.
+  ++l->active_polls;
+  struct poll_guard {
+    lease& l;
+    ~poll_guard() { --l.active_polls; }
+  } guard{*l};
   while (l->state != lease_state::ready && !protocol::is_final(l->state) && clock::now() < deadline) {
     co_await l->changed.wait_until(deadline);
   }
@@ -451,7 +459,9 @@ asio::awaitable<void> lease_service::reaper() {
         if (now - l->ended_at > opts_.keep_final) forget.push_back(id);
         continue;
       }
-      if (l->finishing || l->stop || l->active_execs > 0 || now < l->expires_at) continue;
+      if (l->finishing || l->stop || l->active_execs > 0 || l->active_polls > 0 || now < l->expires_at) {
+        continue;
+      }
       auto message = fmt::format("lease {} expired: not renewed within ttl_s={}; the client stopped "
                                  "heartbeating (crashed or hung?)",
                                  id, l->req.ttl_s);

@@ -33,6 +33,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -82,8 +83,10 @@ struct daemon_log_printer : Catch::TestEventListenerBase {
   }
 
   void testRunEnded(const Catch::TestRunStats& stats) override {
-    // Logs of a passing run are noise; a failing run keeps them for a closer look.
-    if (!any_test_failed && stats.totals.assertions.failed == 0) {
+    // Logs of a passing run are noise; a failing run (or SANDLOT_ITEST_KEEP_LOGS=1) keeps them.
+    const char* keep = std::getenv("SANDLOT_ITEST_KEEP_LOGS");
+    const bool keep_logs = keep != nullptr && *keep != '\0' && std::string_view(keep) != "0";
+    if (!keep_logs && !any_test_failed && stats.totals.assertions.failed == 0) {
       std::error_code ignored;
       std::filesystem::remove_all(sandlot::itest::scratch_dir(), ignored);
     } else {
@@ -274,7 +277,7 @@ TEST_CASE("six concurrent leases on a two-slot daemon never have more than two s
   const engine_probe engine;
   const std::string instance = unique_instance("slots");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 2});
+  daemon_process d(instance, 2);
   const client::client observer(d.url());
 
   // The sampler looks every 100 ms at the engine (containers with our label) and at the daemon's
@@ -400,7 +403,7 @@ TEST_CASE("five concurrent leases on a cold image cause one manifest pull", "[da
 
   const std::string instance = unique_instance("cold");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 5});
+  daemon_process d(instance, 5);
   const client::client observer(d.url());
   const std::size_t before = count_lines_containing(registry_log, head);
 
@@ -449,7 +452,7 @@ TEST_CASE("a client killed while holding a lease loses its sandbox within ttl", 
   const engine_probe engine;
   const std::string instance = unique_instance("ttl");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 2});
+  daemon_process d(instance, 2);
   const client::client c(d.url());
 
   int fds[2];
@@ -536,11 +539,43 @@ TEST_CASE("a client killed while holding a lease loses its sandbox within ttl", 
   CHECK(engine.containers_of(instance).empty());
 }
 
+TEST_CASE("a client long-polling past its ttl keeps its queued lease", "[daemon]") {
+  // docs/api.md: "the lease expires if no call touches it for this long", and a long-poll is a
+  // call. A client blocked in GET ?wait_s=N (N > ttl_s) is alive and waiting, not crashed.
+  const engine_probe engine;
+  const std::string instance = unique_instance("longpoll");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d(instance, 1);
+  const client::client c(d.url());
+
+  const auto holder = c.create(lease_of(test_image(), "holder", 120));
+  REQUIRE(wait_settled(c, holder.id).state == lease_state::ready);
+  const auto waiter = c.create(lease_of(test_image(), "waiter", /*ttl_s=*/2));
+  REQUIRE(c.get(waiter.id).state == lease_state::queued);
+
+  const auto started = std::chrono::steady_clock::now();
+  const auto answer = raw_http(d.port(), "GET", fmt::format("/v1/leases/{}?wait_s=5", waiter.id), 30s);
+  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  INFO("long-poll answered after " << took << " s: " << answer.status << " " << answer.body << answer.note);
+  REQUIRE(answer.answered);
+  CHECK(answer.status == 200);
+  const json body = json::parse(answer.body, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(body.is_object());
+  CHECK(body.value("state", "") == "queued");
+  CHECK(took >= 4.5);  // it waited the whole wait_s, with nothing to report
+
+  // And it is still a live lease: once the slot frees, it gets its sandbox.
+  c.release(holder.id);
+  CHECK(wait_settled(c, waiter.id).state == lease_state::ready);
+  c.release(waiter.id);
+  CHECK(engine.containers_of(instance).empty());
+}
+
 TEST_CASE("SIGTERM removes every sandbox and exits 0", "[daemon]") {
   const engine_probe engine;
   const std::string instance = unique_instance("sigterm");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 2});
+  daemon_process d(instance, 2);
   const client::client c(d.url());
 
   const auto first = c.create(lease_of(test_image(), "held-1", 120));
@@ -558,7 +593,8 @@ TEST_CASE("SIGTERM removes every sandbox and exits 0", "[daemon]") {
   // A client long-polls the queued lease while the daemon is told to stop.
   std::atomic<bool> sent{false};
   raw_answer poll_answer;
-  std::thread long_poll([&] {
+  // (A jthread: should a REQUIRE below throw, it still joins; the poll itself is bounded.)
+  std::jthread long_poll([&] {
     poll_answer = raw_http(d.port(), "GET", fmt::format("/v1/leases/{}?wait_s=30", queued.id), 60s, &sent);
   });
   REQUIRE(wait_until([&] { return sent.load(); }, 10s));
@@ -603,7 +639,7 @@ TEST_CASE("a restarted daemon removes what its earlier instance left", "[daemon]
 
   std::string container_id;
   {
-    daemon_process first({.instance = instance, .slots = 2});
+    daemon_process first(instance, 2);
     const client::client c(first.url());
     const auto created = c.create(lease_of(test_image(), "left-behind", 300));
     const auto v = wait_settled(c, created.id);
@@ -614,7 +650,7 @@ TEST_CASE("a restarted daemon removes what its earlier instance left", "[daemon]
   }
   REQUIRE(engine.container_exists(container_id));  // the leftover
 
-  daemon_process second({.instance = instance, .slots = 2});  // returns once /healthz answers
+  daemon_process second(instance, 2);  // returns once /healthz answers
   const auto healthy_at = std::chrono::steady_clock::now();
   const bool gone = wait_until([&] { return !engine.container_exists(container_id); }, 5s, 100ms);
   INFO("leftover gone " << std::chrono::duration<double>(std::chrono::steady_clock::now() - healthy_at).count()
@@ -631,7 +667,7 @@ TEST_CASE("errors are clear", "[daemon]") {
   const engine_probe engine;
   const std::string instance = unique_instance("errors");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 2});
+  daemon_process d(instance, 2);
   const client::client c(d.url());
 
   auto check_error = [](const client::client::response& r, int status, const std::string& code) {
@@ -688,7 +724,7 @@ TEST_CASE("exec is faithful", "[daemon]") {
   const engine_probe engine;
   const std::string instance = unique_instance("exec");
   leftover_guard cleanup(engine, instance);
-  daemon_process d({.instance = instance, .slots = 1});
+  daemon_process d(instance, 1);
   const client::client c(d.url());
   auto lease = client::lease::acquire(c, lease_of(test_image(), "exec"), 120s);
 
@@ -719,16 +755,20 @@ TEST_CASE("exec is faithful", "[daemon]") {
   }
   {
     INFO("env reaches the command");
-    const auto r = lease.exec({"printenv", "SANDLOT_ITEST"}, std::nullopt, {{"SANDLOT_ITEST", "a b=c"}});
+    const auto r = lease.exec({"sh", "-c", "echo \"$SANDLOT_ITEST\""}, std::nullopt, {{"SANDLOT_ITEST", "a b=c"}});
     CHECK(r.exit_code == 0);
     CHECK(r.stdout_data == "a b=c\n");
   }
   {
-    INFO("stdin: 512 KiB through cat comes back byte-identical (output flows while stdin is written)");
+    // 900 KiB: more than the pipes and socket buffers between daemon, engine and process hold
+    // (~64 KiB per pipe, ~208 KiB per unix socket here), so a daemon that wrote all of stdin
+    // before reading any output would stall; and under the 1 MiB request body limit.
+    INFO("stdin: 900 KiB through cat comes back byte-identical (output flows while stdin is written)");
+    constexpr std::size_t size = 900 * 1024;
     std::string input;
-    input.reserve(512 * 1024);
+    input.reserve(size);
     std::uint32_t x = 2463534242u;  // xorshift: varied printable bytes, reproducible
-    while (input.size() < 512 * 1024) {
+    while (input.size() < size) {
       x ^= x << 13;
       x ^= x >> 17;
       x ^= x << 5;

@@ -1,7 +1,7 @@
 // Integration-test support: a real orchestratord child process on its own loopback port, with its
 // own --instance name (so daemons never touch each other's sandboxes) and its log in a file.
 //
-//   sandlot::itest::daemon_process d({.instance = sandlot::itest::unique_instance("slots"), .slots = 2});
+//   sandlot::itest::daemon_process d(sandlot::itest::unique_instance("slots"), /*slots=*/2);
 //   sandlot::client::client c(d.url());
 //   ...
 //   auto st = d.terminate(30s);   // SIGTERM, then waitpid within the bound
@@ -42,6 +42,7 @@ class daemon_process {
   /// Starts orchestratord (SANDLOT_ORCHESTRATORD) on a free 127.0.0.1 port and waits until its
   /// /healthz answers. Throws std::runtime_error with the end of its log if it does not come up.
   explicit daemon_process(daemon_options opts);
+  daemon_process(std::string instance, int slots) : daemon_process(options_for(std::move(instance), slots)) {}
   ~daemon_process();
   daemon_process(const daemon_process&) = delete;
   daemon_process& operator=(const daemon_process&) = delete;
@@ -66,6 +67,12 @@ class daemon_process {
   exit_status kill_hard();
 
  private:
+  static daemon_options options_for(std::string instance, int slots) {
+    daemon_options o;
+    o.instance = std::move(instance);
+    o.slots = slots;
+    return o;
+  }
   bool try_start(unsigned short port, std::string& why);
 
   daemon_options opts_;

@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include "docker_client.hpp"
-#include "docker_provider.hpp"
 
 namespace sandlot::itest {
 
@@ -32,7 +31,8 @@ T run_on_engine(const std::string& spec, Fn fn) {
 }
 
 asio::awaitable<std::vector<std::string>> list_ids(docker_client& engine, std::string instance) {
-  std::vector<std::string> filter{fmt::format("{}={}", orchestrator::labels::daemon, instance)};
+  // The documented label (design.md), spelled out as a user would filter on it.
+  std::vector<std::string> filter{"sandlot.daemon=" + instance};
   auto found = co_await engine.list_containers(filter);
   std::vector<std::string> ids;
   for (auto& c : found) ids.push_back(std::move(c.id));
