@@ -7,19 +7,9 @@
 // daemon makes for the same steps (create, start, inspect, exec, remove) with the same container
 // body (docker_provider::container_spec). The two modes alternate (ABBA) so a noisy neighbour on
 // the machine lands on both.
-#include <fcntl.h>
-#include <fmt/format.h>
-#include <sys/prctl.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -30,13 +20,25 @@
 #include <iostream>
 #include <optional>
 #include <random>
-#include <sandlot/client.hpp>
-#include <sandlot/protocol.hpp>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+
+#include <sandlot/client.hpp>
+#include <sandlot/protocol.hpp>
 
 #include "docker_client.hpp"
 #include "docker_provider.hpp"
@@ -119,9 +121,12 @@ std::optional<options> parse_args(int argc, char** argv) {
       return std::nullopt;
     }
     auto value = [&]() -> std::string_view {
-      if (inline_value) return *inline_value;
-      if (i + 1 >= args.size())
+      if (inline_value) {
+        return *inline_value;
+      }
+      if (i + 1 >= args.size()) {
         throw std::runtime_error(fmt::format("{} needs a value; see --help", flag));
+      }
       return args[++i];
     };
     if (flag == "--iterations") {
@@ -140,7 +145,9 @@ std::optional<options> parse_args(int argc, char** argv) {
       throw std::runtime_error(fmt::format("unknown argument '{}'; see --help", flag));
     }
   }
-  if (o.image.empty()) throw std::runtime_error("--image must not be empty");
+  if (o.image.empty()) {
+    throw std::runtime_error("--image must not be empty");
+  }
   return o;
 }
 
@@ -160,7 +167,9 @@ struct summary {
 summary summarize(std::vector<double> v) {
   summary s;
   s.n = v.size();
-  if (v.empty()) return s;
+  if (v.empty()) {
+    return s;
+  }
   std::sort(v.begin(), v.end());
   auto pct = [&](double p) {
     const double h = p * static_cast<double>(v.size() - 1);
@@ -171,7 +180,9 @@ summary summarize(std::vector<double> v) {
   s.p50 = pct(0.50);
   s.p99 = pct(0.99);
   double sum = 0;
-  for (double x : v) sum += x;
+  for (double x : v) {
+    sum += x;
+  }
   s.mean = sum / static_cast<double>(v.size());
   s.min = v.front();
   s.max = v.back();
@@ -183,7 +194,7 @@ summary summarize(std::vector<double> v) {
 struct cycle_times {
   double ready = 0, exec = 0, release = 0;
   double engine_exec_ms = 0;
-  double total() const { return ready + exec + release; }
+  [[nodiscard]] double total() const { return ready + exec + release; }
 };
 
 struct mode_samples {
@@ -204,11 +215,15 @@ std::string read_file(const std::string& path) {
   // (Plain read(2): istreambuf_iterator trips GCC 12's -Wnull-dereference at -O2.)
   std::string out;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
+  if (fd < 0) {
+    return out;
+  }
   std::array<char, 8192> chunk{};
   for (;;) {
     const ssize_t n = ::read(fd, chunk.data(), chunk.size());
-    if (n <= 0) break;
+    if (n <= 0) {
+      break;
+    }
     out.append(chunk.data(), static_cast<std::size_t>(n));
   }
   ::close(fd);
@@ -226,7 +241,9 @@ std::string tail(const std::string& text, std::size_t lines) {
   std::size_t pos = text.size();
   for (std::size_t n = 0; n <= lines && pos > 0; ++n) {
     pos = text.rfind('\n', pos - 1);
-    if (pos == std::string::npos) return text;
+    if (pos == std::string::npos) {
+      return text;
+    }
   }
   return text.substr(pos + 1);
 }
@@ -248,8 +265,9 @@ class daemon_process {
     std::string pattern = fmt::format("{}/sandlot-bench-{}-XXXXXX",
                                       (tmp != nullptr && *tmp != '\0') ? tmp : "/tmp", ::getpid());
     const int log_fd = ::mkstemp(pattern.data());
-    if (log_fd < 0)
+    if (log_fd < 0) {
       throw std::runtime_error(fmt::format("cannot create a log file like {}", pattern));
+    }
     log_path_ = pattern;
 
     // Port 0: the daemon binds a free loopback port and logs it, so nothing can take it in between.
@@ -257,7 +275,10 @@ class daemon_process {
                                   "1",         "--instance",  instance_,     "--docker-host",
                                   docker_host, "--log-level", "info"};
     std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
+    argv.reserve(args.size() + 1);
+    for (auto& a : args) {
+      argv.push_back(a.data());
+    }
     argv.push_back(nullptr);
 
     const pid_t parent = ::getpid();
@@ -270,9 +291,13 @@ class daemon_process {
       // Only async-signal-safe calls between fork and exec.
       ::setpgid(0, 0);
       ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (::getppid() != parent) ::_exit(127);
+      if (::getppid() != parent) {
+        ::_exit(127);
+      }
       const int null_fd = ::open("/dev/null", O_RDONLY);
-      if (null_fd >= 0) ::dup2(null_fd, STDIN_FILENO);
+      if (null_fd >= 0) {
+        ::dup2(null_fd, STDIN_FILENO);
+      }
       ::dup2(log_fd, STDOUT_FILENO);
       ::dup2(log_fd, STDERR_FILENO);
       ::execv(argv[0], argv.data());
@@ -304,13 +329,17 @@ class daemon_process {
   /// SIGTERM (the daemon removes its sandboxes), wait; SIGKILL only if it does not exit in time.
   /// Returns a description of how it ended.
   std::string stop() {
-    if (pid_ <= 0) return exit_description_;
+    if (pid_ <= 0) {
+      return exit_description_;
+    }
     ::kill(pid_, SIGTERM);
     const auto deadline = bench_clock::now() + daemon_stop_timeout;
     int status = 0;
     for (;;) {
       const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) break;
+      if (r == pid_) {
+        break;
+      }
       if (r < 0) {
         status = -1;
         break;
@@ -329,17 +358,22 @@ class daemon_process {
     return exit_description_;
   }
 
-  const std::string& url() const noexcept { return url_; }
-  const std::string& log_path() const noexcept { return log_path_; }
-  const std::string& instance() const noexcept { return instance_; }
-  pid_t pid() const noexcept { return pid_; }
+  [[nodiscard]] const std::string& url() const noexcept { return url_; }
+  [[nodiscard]] const std::string& log_path() const noexcept { return log_path_; }
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   void remove_log() const { std::remove(log_path_.c_str()); }
 
  private:
   static std::string describe_status(int status) {
-    if (status == -1) return "already reaped";
-    if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
-    if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
+    if (status == -1) {
+      return "already reaped";
+    }
+    if (WIFEXITED(status)) {
+      return fmt::format("exited with status {}", WEXITSTATUS(status));
+    }
+    if (WIFSIGNALED(status)) {
+      return fmt::format("killed by signal {}", WTERMSIG(status));
+    }
     return "ended";
   }
 
@@ -350,8 +384,9 @@ class daemon_process {
       const std::string log = read_file(log_path_);
       if (auto at = log.find(marker); at != std::string::npos) {
         auto end = log.find_first_of(" \n", at + marker.size());
-        if (end != std::string::npos)
+        if (end != std::string::npos) {
           return "http://" + log.substr(at + marker.size(), end - at - marker.size());
+        }
       }
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -376,8 +411,7 @@ class daemon_process {
   std::string exit_description_ = "not started";
 };
 
-// --- the two modes
-// --------------------------------------------------------------------------------
+// --- the two modes ------------------------------------------------------------------------------
 
 protocol::lease_request make_request(const options& o, const std::string& run) {
   protocol::lease_request req;
@@ -422,21 +456,27 @@ T run_on(asio::io_context& ioc, asio::awaitable<T> a) {
   std::optional<T> result;
   std::exception_ptr failure;
   asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e, T v) {
-    failure = e;
-    if (!e) result = std::move(v);
+    if (!e) {
+      result = std::move(v);
+    }
+    failure = std::move(e);
   });
   ioc.restart();
   ioc.run();
-  if (failure) std::rethrow_exception(failure);
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
   return std::move(*result);
 }
 
 void run_on(asio::io_context& ioc, asio::awaitable<void> a) {
   std::exception_ptr failure;
-  asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e) { failure = e; });
+  asio::co_spawn(ioc, std::move(a), [&](std::exception_ptr e) { failure = std::move(e); });
   ioc.restart();
   ioc.run();
-  if (failure) std::rethrow_exception(failure);
+  if (failure) {
+    std::rethrow_exception(failure);
+  }
 }
 
 /// The engine calls the daemon makes for one lease, without the daemon. Its containers carry an
@@ -465,8 +505,6 @@ class direct_runner {
       throw;
     }
   }
-
-  const std::string& instance() const { return provider_.instance(); }
 
  private:
   asio::awaitable<cycle_times> run_cycle() {
@@ -517,7 +555,9 @@ class direct_runner {
 int sweep(asio::io_context& ioc, orch::docker_client& engine, const std::string& instance) {
   std::vector<std::string> filter{fmt::format("{}={}", orch::labels::daemon, instance)};
   auto found = run_on(ioc, engine.list_containers(filter));
-  for (const auto& c : found) run_on(ioc, engine.remove_container(c.id));
+  for (const auto& c : found) {
+    run_on(ioc, engine.remove_container(c.id));
+  }
   return static_cast<int>(found.size());
 }
 
@@ -529,14 +569,19 @@ struct histogram_reading {
 
 std::optional<histogram_reading> read_histogram(const sclient::client& c, std::string_view name) {
   auto res = c.request("GET", "/metrics");
-  if (res.status != 200) return std::nullopt;
+  if (res.status != 200) {
+    return std::nullopt;
+  }
   histogram_reading h;
-  bool have_sum = false, have_count = false;
+  bool have_sum = false;
+  bool have_count = false;
   std::istringstream lines(res.body);
   for (std::string line; std::getline(lines, line);) {
     auto value_of = [&](std::string_view suffix) -> std::optional<double> {
       const std::string key = fmt::format("{}{} ", name, suffix);
-      if (line.rfind(key, 0) != 0) return std::nullopt;
+      if (line.rfind(key, 0) != 0) {
+        return std::nullopt;
+      }
       return std::strtod(line.c_str() + key.size(), nullptr);
     };
     if (auto v = value_of("_sum")) {
@@ -547,7 +592,9 @@ std::optional<histogram_reading> read_histogram(const sclient::client& c, std::s
       have_count = true;
     }
   }
-  if (!have_sum || !have_count) return std::nullopt;
+  if (!have_sum || !have_count) {
+    return std::nullopt;
+  }
   return h;
 }
 
@@ -581,8 +628,10 @@ int run(const options& o) {
 
   std::optional<daemon_process> daemon;
   int exit_code = 0;
-  mode_samples via_daemon, direct;
-  std::optional<histogram_reading> ready_before, ready_after;
+  mode_samples via_daemon;
+  mode_samples direct;
+  std::optional<histogram_reading> ready_before;
+  std::optional<histogram_reading> ready_after;
   std::string stop_note;
   try {
     daemon.emplace(o.orchestratord, o.docker_host, tag);
@@ -614,9 +663,12 @@ int run(const options& o) {
         break;
       }
       // The daemon's own view of create -> ready, over the measured cycles only.
-      if (i == 0) ready_before = read_histogram(c, "sandlot_lease_ready_seconds");
+      if (i == 0) {
+        ready_before = read_histogram(c, "sandlot_lease_ready_seconds");
+      }
       const bool daemon_first = ((i + o.warmup) % 4 == 0) || ((i + o.warmup) % 4 == 3);
-      cycle_times d, e;
+      cycle_times d;
+      cycle_times e;
       if (daemon_first) {
         d = daemon_cycle(c, req);
         e = runner.cycle();
@@ -629,7 +681,9 @@ int run(const options& o) {
         direct.add(e);
       }
     }
-    if (!via_daemon.total.empty()) ready_after = read_histogram(c, "sandlot_lease_ready_seconds");
+    if (!via_daemon.total.empty()) {
+      ready_after = read_histogram(c, "sandlot_lease_ready_seconds");
+    }
   } catch (const std::exception& e) {
     std::cerr << "sandlot_bench_lease_cycle: " << e.what() << "\n";
     exit_code = 1;
@@ -637,7 +691,9 @@ int run(const options& o) {
 
   // Stop the daemon (it removes its sandboxes), then make sure nothing of ours is left.
   std::string daemon_end;
-  if (daemon) daemon_end = daemon->stop();
+  if (daemon) {
+    daemon_end = daemon->stop();
+  }
   int left = 0;
   try {
     left = sweep(ioc, engine, tag) + sweep(ioc, engine, direct_instance);
@@ -647,26 +703,36 @@ int run(const options& o) {
         orch::labels::daemon, tag, direct_instance);
     exit_code = 1;
   }
-  if (left > 0) std::cerr << fmt::format("removed {} container(s) left behind\n", left);
+  if (left > 0) {
+    std::cerr << fmt::format("removed {} container(s) left behind\n", left);
+  }
   if (daemon) {
     if (exit_code != 0 || daemon_end != "exited with status 0") {
       std::cerr << fmt::format("orchestratord {}; its log is {}\n", daemon_end, daemon->log_path());
-      if (daemon_end != "exited with status 0") exit_code = 1;
+      if (daemon_end != "exited with status 0") {
+        exit_code = 1;
+      }
     } else {
       daemon->remove_log();
     }
   }
   // Figures from a run that failed part-way are not comparable with anything; show none.
-  if (exit_code != 0) return exit_code;
+  if (exit_code != 0) {
+    return exit_code;
+  }
   if (via_daemon.total.empty()) {
     std::cerr << fmt::format("no cycle measured{}\n", stop_note.empty() ? "" : ": " + stop_note);
     return interrupted.load() ? 130 : 1;
   }
 
-  const auto d_total = summarize(via_daemon.total), e_total = summarize(direct.total);
-  const auto d_ready = summarize(via_daemon.ready), e_ready = summarize(direct.ready);
-  const auto d_exec = summarize(via_daemon.exec), e_exec = summarize(direct.exec);
-  const auto d_rel = summarize(via_daemon.release), e_rel = summarize(direct.release);
+  const auto d_total = summarize(via_daemon.total);
+  const auto e_total = summarize(direct.total);
+  const auto d_ready = summarize(via_daemon.ready);
+  const auto e_ready = summarize(direct.ready);
+  const auto d_exec = summarize(via_daemon.exec);
+  const auto e_exec = summarize(direct.exec);
+  const auto d_rel = summarize(via_daemon.release);
+  const auto e_rel = summarize(direct.release);
   std::cout << fmt::format("{:<15} {:<24} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "mode", "phase",
                            "n", "p50 ms", "p99 ms", "mean ms", "min ms", "max ms");
   print_row("orchestratord", "cycle", d_total);
@@ -687,20 +753,22 @@ int run(const options& o) {
   // Each iteration ran one cycle of each mode back to back, so their difference cancels most of
   // the drift in the machine's load; its median is the steadiest estimate of the daemon's cost.
   std::vector<double> paired;
-  for (std::size_t k = 0; k < via_daemon.total.size(); ++k)
+  paired.reserve(via_daemon.total.size());
+  for (std::size_t k = 0; k < via_daemon.total.size(); ++k) {
     paired.push_back(via_daemon.total[k] - direct.total[k]);
+  }
   const auto pd = summarize(paired);
   std::cout << fmt::format(
-      "  paired difference per iteration (orchestratord - direct): p50 {:+.1f} ms, mean {:+.1f} "
-      "ms\n",
+      "  paired difference per iteration (orchestratord - direct): p50 {:+.1f} ms, "
+      "mean {:+.1f} ms\n",
       pd.p50, pd.mean);
   if (ready_before && ready_after && ready_after->count > ready_before->count) {
     const double daemon_ready_ms = (ready_after->sum - ready_before->sum) /
                                    (ready_after->count - ready_before->count) * 1000.0;
     std::cout << fmt::format(
         "\ncreate -> ready inside the daemon (admission to ready, /metrics): mean {:.1f} ms;\n"
-        "  the client saw a mean of {:.1f} ms, so HTTP, queueing and the long-poll add {:.1f} "
-        "ms.\n",
+        "  the client saw a mean of {:.1f} ms, so HTTP, queueing and the long-poll add "
+        "{:.1f} ms.\n",
         daemon_ready_ms, d_ready.mean, d_ready.mean - daemon_ready_ms);
   }
   const auto engine_exec = summarize(via_daemon.engine_exec);
@@ -711,7 +779,9 @@ int run(const options& o) {
     std::cout << fmt::format("\nstopped early ({}) after {} of {} measured cycles per mode\n",
                              stop_note, via_daemon.total.size(), o.iterations);
   }
-  if (interrupted.load()) exit_code = 130;  // the figures are real, but fewer than asked for
+  if (interrupted.load()) {
+    exit_code = 130;  // the figures are real, but fewer than asked for
+  }
   std::cout << fmt::format("\nwall time {:.1f} s; load average {} at the start, {} at the end\n",
                            ms_since(started) / 1000.0, load_at_start, load_average());
   return exit_code;
@@ -723,7 +793,9 @@ int main(int argc, char** argv) {
   std::optional<options> opts;
   try {
     opts = parse_args(argc, argv);
-    if (!opts) return 0;
+    if (!opts) {
+      return 0;
+    }
   } catch (const std::exception& e) {
     std::cerr << "sandlot_bench_lease_cycle: " << e.what() << "\n";
     return 2;
