@@ -99,6 +99,12 @@ asio::awaitable<std::pair<std::optional<T>, std::exception_ptr>> capture(asio::a
   }
 }
 
+/// Who holds a lease, for the broker's hold-and-wait rule: the test of a run. Anonymous leases
+/// (no test name) never go ahead of the queue.
+std::string holder_of(const protocol::lease_request& req) {
+  return req.test.empty() ? std::string() : req.run + "\n" + req.test;
+}
+
 }  // namespace
 
 lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider, service_options opts)
@@ -197,7 +203,7 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   l->name = next_lease_name(req);
   l->req = std::move(req);
   l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
-  broker_.enqueue(l->id, l->req.slots);  // first: if it throws, nothing is left behind
+  broker_.enqueue(l->id, l->req.slots, holder_of(l->req));  // first: if it throws, nothing is left behind
   leases_[l->id] = l;
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   ++leases_created_;
@@ -348,7 +354,7 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
         co_await t.async_wait(asio::use_awaitable);
       }
     }
-    broker_.release(l->req.slots);
+    broker_.release(l->req.slots, holder_of(l->req));
   }
   l->ended_at = clock::now();
   l->error = std::move(error);

@@ -186,3 +186,36 @@ TEST_CASE("releasing more slots than are in use throws", "[broker]") {
   CHECK(b.slots_in_use() == 0);
   CHECK_THROWS_AS(b.release(1), std::logic_error);
 }
+
+TEST_CASE("a holder's second lease goes ahead of a wide lease that waits for its first", "[broker]") {
+  // Test T holds one of two slots; a wide lease wants both; T asks for a second sandbox.
+  // Strict FIFO would deadlock: wide waits for T's first lease, T's second waits behind wide.
+  sandlot::orchestrator::broker b(3);
+  b.enqueue("t-first", 1, "run\nT");
+  b.enqueue("other", 1, "run\nU");
+  CHECK(b.admit() == std::vector<std::string>{"t-first", "other"});
+  b.enqueue("wide", 3, "run\nW");
+  b.enqueue("t-second", 1, "run\nT");
+  b.enqueue("u-newcomer", 1, "run\nV");  // holds nothing: stays behind the wide lease
+  CHECK(b.admit() == std::vector<std::string>{"t-second"});
+  CHECK(b.position("wide") == 0);
+  CHECK(b.position("u-newcomer") == 1);
+
+  // T finishes both, U finishes: the wide lease gets the whole budget before the newcomer.
+  b.release(1, "run\nT");
+  b.release(1, "run\nT");
+  CHECK(b.admit().empty());
+  b.release(1, "run\nU");
+  CHECK(b.admit() == std::vector<std::string>{"wide"});
+}
+
+TEST_CASE("anonymous leases never go ahead of the queue", "[broker]") {
+  sandlot::orchestrator::broker b(2);
+  b.enqueue("a", 1);
+  CHECK(b.admit() == std::vector<std::string>{"a"});
+  b.enqueue("wide", 2);
+  b.enqueue("b", 1);
+  CHECK(b.admit().empty());
+  b.release(1);
+  CHECK(b.admit() == std::vector<std::string>{"wide"});
+}
