@@ -1,5 +1,7 @@
 #include "docker_client.hpp"
 
+#include "image_ref.hpp"
+
 #include <algorithm>
 #include <csignal>
 #include <fstream>
@@ -240,16 +242,9 @@ asio::awaitable<bool> docker_client::image_exists(const std::string& ref) {
 
 asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_point deadline,
                                           std::chrono::milliseconds stall_timeout) {
-  // Split "repo[:tag]" / "repo@digest": the tag's colon comes after the last slash.
-  std::string repo = ref, tag = "latest";
-  if (auto at = ref.find('@'); at != std::string::npos) {
-    repo = ref.substr(0, at);
-    tag = ref.substr(at + 1);
-  } else if (auto colon = ref.rfind(':'); colon != std::string::npos &&
-                                          (ref.rfind('/') == std::string::npos || colon > ref.rfind('/'))) {
-    repo = ref.substr(0, colon);
-    tag = ref.substr(colon + 1);
-  }
+  const image_ref parsed = parse_image_ref(ref);
+  const std::string repo = parsed.name();
+  const std::string tag = parsed.digest.empty() ? parsed.tag : parsed.digest;
   const std::string target =
       fmt::format("/images/create?fromImage={}&tag={}", url_encode(repo), url_encode(tag));
 

@@ -53,6 +53,7 @@ image_ref parse_image_ref(std::string_view ref) {
     auto first = rest.substr(0, slash);
     if (first.find_first_of(".:") != std::string_view::npos || first == "localhost") {
       out.registry = std::string(first);
+      out.registry_named = true;
       rest = rest.substr(slash + 1);
       const bool chars_ok = std::all_of(out.registry.begin(), out.registry.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' || c == ':' ||

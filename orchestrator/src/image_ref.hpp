@@ -14,6 +14,10 @@ struct image_ref {
   std::string repository;  // "sandlot/busybox"
   std::string tag;         // "1" ("latest" when neither tag nor digest is given)
   std::string digest;      // "sha256:..." or empty
+  bool registry_named = false;  // the reference spelled the registry out
+
+  /// The repository as the reference named it, e.g. "127.0.0.1:5000/sandlot/busybox" or "busybox".
+  std::string name() const { return registry_named ? registry + "/" + repository : repository; }
 };
 
 /// Parses a reference; throws protocol::api_error(invalid_field) saying what is wrong.

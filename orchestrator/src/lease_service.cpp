@@ -164,6 +164,11 @@ asio::awaitable<void> lease_service::prepull() {
   spdlog::info("ready: {} prepull(s) finished", images.size());
 }
 
+api_error lease_service::gone(const lease& l) {
+  return api_error(errc::lease_gone, fmt::format("lease {} is {}: {}", l.id, protocol::to_string(l.state),
+                                                 l.error ? l.error->message : std::string("released by its holder")));
+}
+
 lease_service::lease_ptr lease_service::find(const std::string& id) const {
   auto it = leases_.find(id);
   if (it == leases_.end()) {
@@ -386,22 +391,14 @@ asio::awaitable<protocol::lease_view> lease_service::get(const std::string& id, 
 
 protocol::renew_response lease_service::renew(const std::string& id) {
   auto l = find(id);
-  if (protocol::is_final(l->state)) {
-    throw api_error(errc::lease_gone,
-                    fmt::format("lease {} is {}: {}", id, protocol::to_string(l->state),
-                                l->error ? l->error->message : std::string("released by its holder")));
-  }
+  if (protocol::is_final(l->state)) throw gone(*l);
   touch(*l);
   return {l->id, l->state, seconds_between(clock::now(), l->expires_at)};
 }
 
 asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id, protocol::exec_request req) {
   auto l = find(id);
-  if (protocol::is_final(l->state)) {
-    throw api_error(errc::lease_gone,
-                    fmt::format("lease {} is {}: {}", id, protocol::to_string(l->state),
-                                l->error ? l->error->message : std::string("released by its holder")));
-  }
+  if (protocol::is_final(l->state)) throw gone(*l);
   if (l->state != lease_state::ready || !l->sandbox) {
     throw api_error(errc::lease_not_ready,
                     fmt::format("lease {} is {}, not ready; wait with GET /v1/leases/{}?wait_s=30 first",

@@ -73,6 +73,8 @@ class lease_service {
   using lease_ptr = std::shared_ptr<lease>;
 
   lease_ptr find(const std::string& id) const;
+  /// 410 lease_gone for a final lease, with the reason it ended.
+  static protocol::api_error gone(const lease& l);
   protocol::lease_view view(const lease& l) const;
   void set_state(lease& l, protocol::lease_state s, std::optional<std::string> waiting_for);
   void touch(lease& l);
