@@ -1,0 +1,92 @@
+// Where a run's time went: the timeline of each lease of one run, its summary (wall time, sum of
+// test times, speedup, ideal, efficiency) and the HTML report with an SVG lane per slot.
+//
+// Pure functions over plain records, so they are unit-tested without a daemon. lease_service
+// fills a run_timeline; GET /v1/runs/{id} answers to_json(), GET /v1/runs/{id}/report.html
+// answers render_html().
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sandlot::orchestrator {
+
+struct lock_record {
+  std::string name;
+  std::string mode;  // "shared" | "exclusive"
+};
+
+/// One lease of the run. Times are seconds since the run's first lease was queued; a phase the
+/// lease never reached is nullopt.
+struct lease_record {
+  std::string id;
+  std::string name;
+  std::string test;
+  std::string image;
+  std::string state;         // lease state: queued, pulling, starting, ready, released, failed, expired
+  std::string test_outcome;  // "passed" | "failed" as reported by the client, "" if unknown
+  int slots = 1;
+  std::vector<int> lanes;  // 0-based slot lanes it held while admitted
+  std::vector<lock_record> locks;
+  std::optional<double> queued_s;    // created and queued
+  std::optional<double> admitted_s;  // got its slots (and locks)
+  std::optional<double> pulled_s;    // passed the image gate
+  std::optional<double> ready_s;     // sandbox ready
+  std::optional<double> ended_s;     // released, failed or expired
+  double pull_s = 0;                 // time spent waiting at the image gate
+  std::string sandbox;               // container name, once it had one
+  std::string error;                 // why it failed or expired
+};
+
+/// A once-per-run fixture of the run.
+struct fixture_record {
+  std::string id;
+  std::string name;
+  std::string state;  // creating, ready, gone
+  int creations = 0;  // sandboxes made for it (more than one only after a creator died)
+  int holders = 0;    // leases holding it now
+  int acquisitions = 0;
+  std::optional<int> port;
+  std::optional<double> created_s;
+  std::optional<double> ready_s;
+  std::optional<double> ended_s;
+};
+
+struct run_timeline {
+  std::string run;
+  int slots_total = 1;
+  std::string started_at;  // UTC, ISO 8601, of the first lease's queueing
+  double now_s = 0;        // seconds since started_at when the timeline was taken
+  bool ended = false;      // DELETE /v1/runs/{id} was called
+  std::vector<lease_record> leases;  // in creation order
+  std::vector<fixture_record> fixtures;
+};
+
+/// Figures over the leases of a run. A lease's test time is the time it held its slots
+/// (admitted to ended, or to now while live).
+struct run_summary {
+  int leases = 0;
+  int failed = 0;   // failed or expired leases
+  double wall_s = 0;        // first queued to last ended (or now while leases live)
+  double sum_test_s = 0;    // sum of test times
+  double slot_s = 0;        // sum of test time × slots
+  double longest_s = 0;     // longest test time
+  double ideal_s = 0;       // max(slot_s / slots_total, longest_s)
+  double speedup = 0;       // sum_test_s / wall_s
+  double efficiency = 0;    // ideal_s / wall_s
+  double queue_s = 0;       // sum of queued → admitted
+  double pull_s = 0;        // sum of time at the gate
+};
+
+run_summary summarize(const run_timeline& run);
+
+/// The body of GET /v1/runs/{id}: the run, its summary and its leases and fixtures.
+nlohmann::json to_json(const run_timeline& run);
+
+/// A self-contained HTML page (inline SVG and CSS, no scripts, no external resources).
+std::string render_html(const run_timeline& run);
+
+}  // namespace sandlot::orchestrator
