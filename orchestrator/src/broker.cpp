@@ -1,66 +1,234 @@
 #include "broker.hpp"
 
 #include <algorithm>
+#include <set>
 #include <stdexcept>
 
 namespace sandlot::orchestrator {
 
-broker::broker(int slots_total) : slots_total_(slots_total) {
+namespace {
+
+bool conflicts(const lock_request& want, int shared, bool exclusive) {
+  return want.exclusive ? (shared > 0 || exclusive) : exclusive;
+}
+
+}  // namespace
+
+broker::broker(int slots_total) : slots_total_(slots_total), lane_busy_(static_cast<std::size_t>(slots_total)) {
   if (slots_total < 1) throw std::invalid_argument("the slot budget must be at least 1");
 }
 
-void broker::enqueue(const std::string& lease_id, int slots, const std::string& holder) {
-  if (slots < 1 || slots > slots_total_) {
+void broker::enqueue(request r) {
+  if (r.slots < 1 || r.slots > slots_total_) {
     throw std::invalid_argument("a lease must ask for between 1 and slots_total slots");
   }
-  queue_.push_back(entry{lease_id, slots, holder});
+  std::set<std::string> names;
+  for (const auto& l : r.locks) {
+    if (!names.insert(l.name).second) throw std::invalid_argument("lock '" + l.name + "' is named twice");
+  }
+  queue_.push_back(std::move(r));
+  plan_.reset();
 }
 
 bool broker::cancel(const std::string& lease_id) {
-  auto it = std::find_if(queue_.begin(), queue_.end(),
-                         [&](const entry& e) { return e.lease_id == lease_id; });
+  auto it = std::find_if(queue_.begin(), queue_.end(), [&](const request& r) { return r.lease_id == lease_id; });
   if (it == queue_.end()) return false;
+  const std::string run = it->run;
   queue_.erase(it);
+  forget_idle_run(run);
+  plan_.reset();
   return true;
 }
 
-void broker::take(entry& e, std::vector<std::string>& admitted) {
-  slots_in_use_ += e.slots;
-  if (!e.holder.empty()) ++held_[e.holder];
-  admitted.push_back(std::move(e.lease_id));
-}
-
-std::vector<std::string> broker::admit() {
-  std::vector<std::string> admitted;
-  for (auto it = queue_.begin(); it != queue_.end();) {
-    auto h = it->holder.empty() ? held_.end() : held_.find(it->holder);
-    if (h != held_.end() && h->second > 0 && it->slots <= slots_free()) {
-      take(*it, admitted);
-      it = queue_.erase(it);
-    } else {
-      ++it;
+std::optional<std::string> broker::blocked_lock(const std::vector<lock_request>& locks,
+                                                const std::map<std::string, lock_use>* claims) const {
+  for (const auto& want : locks) {
+    if (auto h = locks_.find(want.name); h != locks_.end() && conflicts(want, h->second.shared, h->second.exclusive)) {
+      return want.name;
+    }
+    if (claims == nullptr) continue;
+    if (auto c = claims->find(want.name); c != claims->end() && conflicts(want, c->second.shared, c->second.exclusive)) {
+      return want.name;
     }
   }
-  while (!queue_.empty() && queue_.front().slots <= slots_free()) {
-    take(queue_.front(), admitted);
-    queue_.pop_front();
-  }
-  return admitted;
+  return std::nullopt;
 }
 
-void broker::release(int slots, const std::string& holder) {
-  if (slots < 0 || slots > slots_in_use_) {
-    throw std::logic_error("released more slots than are in use");
+std::vector<const broker::request*> broker::fair_order() const {
+  // Each run's queue in arrival order; the runs least recently served first (never served: 0),
+  // ties by who queued first; read one from each in turn.
+  std::vector<std::string> runs;
+  for (const auto& r : queue_) {
+    if (std::find(runs.begin(), runs.end(), r.run) == runs.end()) runs.push_back(r.run);
   }
-  slots_in_use_ -= slots;
-  if (auto h = held_.find(holder); !holder.empty() && h != held_.end() && --h->second <= 0) held_.erase(h);
+  auto served = [this](const std::string& run) {
+    auto it = last_served_.find(run);
+    return it == last_served_.end() ? 0ULL : it->second;
+  };
+  std::stable_sort(runs.begin(), runs.end(),
+                   [&](const std::string& a, const std::string& b) { return served(a) < served(b); });
+  std::vector<std::vector<const request*>> per_run;
+  per_run.reserve(runs.size());
+  std::size_t longest = 0;
+  for (const auto& run : runs) {
+    auto& mine = per_run.emplace_back();
+    for (const auto& r : queue_) {
+      if (r.run == run) mine.push_back(&r);
+    }
+    longest = std::max(longest, mine.size());
+  }
+  std::vector<const request*> order;
+  order.reserve(queue_.size());
+  for (std::size_t i = 0; i < longest; ++i) {
+    for (const auto& mine : per_run) {
+      if (i < mine.size()) order.push_back(mine[i]);
+    }
+  }
+  return order;
+}
+
+void broker::take(const request& r, std::vector<admission>& out) {
+  held h{r, {}};
+  for (std::size_t lane = 0; lane < lane_busy_.size() && static_cast<int>(h.lanes.size()) < r.slots; ++lane) {
+    if (!lane_busy_[lane]) {
+      lane_busy_[lane] = true;
+      h.lanes.push_back(static_cast<int>(lane));
+    }
+  }
+  slots_in_use_ += r.slots;
+  for (const auto& l : r.locks) {
+    auto& use = locks_[l.name];
+    if (l.exclusive) {
+      use.exclusive = true;
+    } else {
+      ++use.shared;
+    }
+  }
+  if (!r.holder.empty()) ++holders_[r.holder];
+  last_served_[r.run] = ++tick_;
+  out.push_back(admission{r.lease_id, h.lanes});
+  const std::string id = r.lease_id;
+  admitted_.emplace(id, std::move(h));
+  auto it = std::find_if(queue_.begin(), queue_.end(), [&](const request& q) { return q.lease_id == id; });
+  queue_.erase(it);  // `r` dangles from here on
+}
+
+std::vector<broker::admission> broker::admit() {
+  std::vector<admission> out;
+  plan_.reset();
+  // Holders mid-test first, if their slots and locks are free now.
+  for (bool again = true; again;) {
+    again = false;
+    for (const request* r : fair_order()) {
+      auto h = r->holder.empty() ? holders_.end() : holders_.find(r->holder);
+      if (h == holders_.end() || h->second <= 0 || r->slots > slots_free() || blocked_lock(r->locks, nullptr)) {
+        continue;
+      }
+      take(*r, out);
+      again = true;
+      break;
+    }
+  }
+  // Then the fair order, one at a time, since each admission turns the rotation.
+  for (;;) {
+    std::map<std::string, lock_use> claims;
+    bool slots_blocked = false;
+    const request* pick = nullptr;
+    for (const request* r : fair_order()) {
+      const bool waits = blocked_lock(r->locks, &claims).has_value() || slots_blocked || r->slots > slots_free();
+      if (!waits) {
+        pick = r;
+        break;
+      }
+      if (!blocked_lock(r->locks, &claims)) slots_blocked = true;
+      for (const auto& l : r->locks) {
+        auto& c = claims[l.name];
+        if (l.exclusive) {
+          c.exclusive = true;
+        } else {
+          ++c.shared;
+        }
+      }
+    }
+    if (pick == nullptr) break;
+    take(*pick, out);
+  }
+  return out;
+}
+
+bool broker::release(const std::string& lease_id) {
+  auto it = admitted_.find(lease_id);
+  if (it == admitted_.end()) return false;
+  const held& h = it->second;
+  slots_in_use_ -= h.req.slots;
+  for (int lane : h.lanes) lane_busy_[static_cast<std::size_t>(lane)] = false;
+  for (const auto& l : h.req.locks) {
+    auto use = locks_.find(l.name);
+    if (use == locks_.end()) continue;
+    if (l.exclusive) {
+      use->second.exclusive = false;
+    } else {
+      --use->second.shared;
+    }
+    if (!use->second.exclusive && use->second.shared <= 0) locks_.erase(use);
+  }
+  if (!h.req.holder.empty()) {
+    if (auto c = holders_.find(h.req.holder); c != holders_.end() && --c->second <= 0) holders_.erase(c);
+  }
+  const std::string run = h.req.run;
+  admitted_.erase(it);
+  forget_idle_run(run);
+  plan_.reset();
+  return true;
+}
+
+void broker::forget_idle_run(const std::string& run) {
+  auto same = [&](const request& r) { return r.run == run; };
+  if (std::any_of(queue_.begin(), queue_.end(), same)) return;
+  for (const auto& [id, h] : admitted_) {
+    if (h.req.run == run) return;
+  }
+  last_served_.erase(run);
+}
+
+broker::plan broker::make_plan() const {
+  // What would wait if admit() ran now, and why: the same rules, on a copy.
+  plan p;
+  broker dry = *this;
+  dry.plan_.reset();
+  dry.admit();
+  std::map<std::string, lock_use> claims;
+  for (const request* r : dry.fair_order()) {
+    auto lock = dry.blocked_lock(r->locks, &claims);
+    p.why[r->lease_id] = lock ? "lock:" + *lock : std::string("slots");
+    for (const auto& l : r->locks) {
+      auto& c = claims[l.name];
+      if (l.exclusive) {
+        c.exclusive = true;
+      } else {
+        ++c.shared;
+      }
+    }
+  }
+  // Positions refer to this broker's queue (the dry copy's requests are its own).
+  for (const request* r : fair_order()) {
+    if (p.why.count(r->lease_id) != 0) p.order.push_back(r);
+  }
+  return p;
 }
 
 int broker::position(const std::string& lease_id) const {
-  for (std::size_t i = 0; i < queue_.size(); ++i) {
-    if (queue_[i].lease_id == lease_id) return static_cast<int>(i);
+  if (!plan_) plan_ = make_plan();
+  for (std::size_t i = 0; i < plan_->order.size(); ++i) {
+    if (plan_->order[i]->lease_id == lease_id) return static_cast<int>(i);
   }
   return -1;
+}
+
+std::string broker::waiting_for(const std::string& lease_id) const {
+  if (!plan_) plan_ = make_plan();
+  auto it = plan_->why.find(lease_id);
+  return it == plan_->why.end() ? std::string() : it->second;
 }
 
 }  // namespace sandlot::orchestrator

@@ -1,53 +1,109 @@
-// The slot budget and its queue. Pure bookkeeping, no I/O, so it is unit-tested without an engine.
+// The slot budget, named locks and the queue. Pure bookkeeping, no I/O, so it is unit-tested
+// without an engine.
 //
-// Admission is FIFO with weights: a lease that needs more slots than are free blocks the ones
-// behind it, so a wide lease is never starved by a stream of narrow ones. One exception breaks the
-// hold-and-wait deadlock: a lease whose holder (a test) already has an admitted lease goes ahead
-// when it fits. Without it, a test taking a second sandbox behind a wide lease waits for the wide
-// lease, which waits for the test's first sandbox. Only holders mid-test jump, so the wide lease
-// still gets its turn once they finish.
+// Order. The queue is fair between runs and FIFO within one: the queued leases are read as a
+// round-robin of the runs' own queues, starting with the run served least recently (a run never
+// served comes first). Admitting a lease of a run makes it the most recently served, so two ctest
+// invocations sharing a daemon take turns instead of one waiting for the other to finish.
+//
+// Slots. In that order, a lease that needs more slots than are free blocks the ones behind it, so
+// a wide lease is never starved by a stream of narrow ones.
+//
+// Locks. A lease's named locks are granted together with its slots, all or nothing, so nobody
+// holds one lock while waiting for another. A lease whose locks are taken waits without blocking
+// the slots of leases behind it, but it claims its locks: a later lease asking for a conflicting
+// mode of the same lock waits behind it. An exclusive waiter is therefore never starved by a stream
+// of shared holders.
+//
+// Holders. A lease whose holder (a test) already has an admitted lease goes ahead when its slots
+// and locks are free now, ignoring waiters' claims. Without it, a test taking a second sandbox
+// behind a wide lease (or behind a writer waiting for a lock the test reads) waits for that lease,
+// which waits for the test's first sandbox: a hold-and-wait deadlock.
 #pragma once
 
-#include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace sandlot::orchestrator {
 
+struct lock_request {
+  std::string name;
+  bool exclusive = false;
+};
+
 class broker {
  public:
+  struct request {
+    std::string lease_id;
+    int slots = 1;
+    std::string run;     // fairness unit; empty is a run of its own
+    std::string holder;  // who asks (run and test); empty: anonymous, never ahead of the queue
+    std::vector<lock_request> locks;
+  };
+  struct admission {
+    std::string lease_id;
+    std::vector<int> lanes;  // the 0-based slot lanes it holds, for the run report
+  };
+
   explicit broker(int slots_total);
 
-  /// Appends a lease to the queue. Precondition: 1 <= slots <= slots_total(). `holder` names who
-  /// asks (run and test); empty means anonymous, never ahead of the queue.
-  void enqueue(const std::string& lease_id, int slots, const std::string& holder = {});
+  /// Appends a lease to its run's queue. Throws std::invalid_argument unless
+  /// 1 <= slots <= slots_total(), or if a lock is named twice.
+  void enqueue(request r);
   /// Removes a queued lease; false if it is not queued.
   bool cancel(const std::string& lease_id);
-  /// Admits, in order, queued leases of holders that already hold one (if they fit), then leases
-  /// from the head of the queue while they fit; returns their ids.
-  std::vector<std::string> admit();
-  /// Returns slots of an admitted lease (enqueued with `holder`) to the budget.
-  void release(int slots, const std::string& holder = {});
+  /// Admits what may start now (see the rules above), in order.
+  std::vector<admission> admit();
+  /// Returns the slots and locks of an admitted lease. False if it is not admitted.
+  bool release(const std::string& lease_id);
 
-  /// 0-based place in the queue, or -1 if not queued.
+  /// 0-based place in the fair order of the queue, or -1 if not queued.
   int position(const std::string& lease_id) const;
+  /// Why a queued lease waits: "slots", or "lock:<name>" for the first lock it cannot have.
+  /// Empty if it is not queued.
+  std::string waiting_for(const std::string& lease_id) const;
+
   int slots_total() const noexcept { return slots_total_; }
   int slots_in_use() const noexcept { return slots_in_use_; }
   int slots_free() const noexcept { return slots_total_ - slots_in_use_; }
   int queue_length() const noexcept { return static_cast<int>(queue_.size()); }
 
  private:
-  struct entry {
-    std::string lease_id;
-    int slots;
-    std::string holder;
+  struct lock_use {
+    int shared = 0;
+    bool exclusive = false;
   };
-  void take(entry& e, std::vector<std::string>& admitted);
-  std::map<std::string, int> held_;  // holder → admitted leases
+  struct held {
+    request req;
+    std::vector<int> lanes;
+  };
+  struct plan {
+    std::vector<const request*> order;        // the fair order of the queue
+    std::map<std::string, std::string> why;   // lease id → reason it waits
+  };
+
+  /// The first of `locks` that holders (and, unless ignored, earlier waiters' claims) keep from
+  /// being granted; nullopt if all are free.
+  std::optional<std::string> blocked_lock(const std::vector<lock_request>& locks,
+                                          const std::map<std::string, lock_use>* claims) const;
+  std::vector<const request*> fair_order() const;
+  plan make_plan() const;
+  void take(const request& r, std::vector<admission>& out);
+  /// Forgets when a run was served once it has nothing queued or admitted.
+  void forget_idle_run(const std::string& run);
+
   int slots_total_;
   int slots_in_use_ = 0;
-  std::deque<entry> queue_;
+  std::vector<request> queue_;               // arrival order
+  std::map<std::string, unsigned long long> last_served_;  // run → tick of its last admission
+  unsigned long long tick_ = 0;
+  std::map<std::string, held> admitted_;     // lease id → what it holds
+  std::map<std::string, int> holders_;       // holder → admitted leases
+  std::map<std::string, lock_use> locks_;    // granted locks
+  std::vector<bool> lane_busy_;
+  mutable std::optional<plan> plan_;         // cache for position() and waiting_for()
 };
 
 }  // namespace sandlot::orchestrator

@@ -9,8 +9,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include "image_ref.hpp"
@@ -35,8 +37,15 @@ struct lease_service::lease {
 
   clock::time_point created_at = clock::now();
   clock::time_point admitted_at{};
+  std::optional<clock::time_point> pulled_at;  // passed the gate
+  std::optional<clock::time_point> ready_at;
   clock::time_point ended_at{};
   clock::time_point expires_at{};
+  double pull_s = 0;              // time at the gate
+  std::vector<int> lanes;         // slot lanes while admitted (kept for the report)
+  std::string sandbox_name;       // kept after release, for the report
+  std::string test_outcome;       // "passed" / "failed", reported by the client
+  std::vector<std::string> fixtures;  // ids of fixtures it holds
 
   bool admitted = false;          // holds slots
   bool lifecycle_active = false;  // pulling/starting coroutine running
@@ -48,6 +57,28 @@ struct lease_service::lease {
   int active_polls = 0;  // GET ?wait_s=N calls waiting: a client blocked in one is alive
   async_event changed;         // every state change
   async_event stop_requested;  // `stop` was set
+};
+
+struct lease_service::fixture {
+  std::string id;
+  std::string name;
+  std::string run;
+  protocol::fixture_request spec;
+  std::string state = "creating";  // creating → ready → gone
+  bool making = false;             // its sandbox is being (re)made
+  std::string creator;             // the holder that sets it up, while creating
+  std::vector<std::string> holders;  // lease ids, in the order they came
+  std::optional<protocol::sandbox_info> sandbox;
+  std::optional<int> port;
+  nlohmann::json data = nlohmann::json::object();
+  int creations = 0;
+  int acquisitions = 0;
+  std::optional<protocol::error_body> error;
+  clock::time_point created_at = clock::now();
+  clock::time_point idle_since = clock::now();
+  std::optional<clock::time_point> ready_at;
+  std::optional<clock::time_point> ended_at;
+  async_event changed;
 };
 
 namespace {
@@ -103,6 +134,12 @@ asio::awaitable<std::pair<std::optional<T>, std::exception_ptr>> capture(asio::a
 /// (no test name) never go ahead of the queue.
 std::string holder_of(const protocol::lease_request& req) {
   return req.test.empty() ? std::string() : req.run + "\n" + req.test;
+}
+
+std::vector<lock_request> broker_locks(const std::vector<protocol::lock_spec>& locks) {
+  std::vector<lock_request> out;
+  for (const auto& l : locks) out.push_back(lock_request{l.name, l.mode == protocol::lock_mode::exclusive});
+  return out;
 }
 
 }  // namespace
@@ -195,6 +232,7 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
                                 req.slots, broker_.slots_total(), broker_.slots_total()));
   }
   parse_image_ref(req.image);  // 400 with what is wrong, before anything is queued
+  if (req.run.empty()) req.run = "anonymous";
   const std::string key = req.run + "\n" + req.request_id;
   if (!req.request_id.empty()) {
     if (auto it = by_request_id_.find(key); it != by_request_id_.end()) {
@@ -208,8 +246,18 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   l->name = next_lease_name(req);
   l->req = std::move(req);
   l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
-  broker_.enqueue(l->id, l->req.slots, holder_of(l->req));  // first: if it throws, nothing is left behind
+  // First: if it throws, nothing is left behind.
+  broker_.enqueue(broker::request{l->id, l->req.slots, l->req.run, holder_of(l->req), broker_locks(l->req.locks)});
   leases_[l->id] = l;
+  auto& r = runs_[l->req.run];
+  if (r.leases.empty() && r.fixtures.empty()) {
+    r.id = l->req.run;
+    r.first_queued = l->created_at;
+    r.started_wall = std::chrono::system_clock::now();
+  }
+  r.last_activity = l->created_at;
+  r.ended = false;
+  if (r.leases.size() < 100000) r.leases.push_back(l);
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   ++leases_created_;
   spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
@@ -222,11 +270,12 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
 void lease_service::pump() {
   // While shutting down, slots freed by ending leases must not start queued ones.
   if (shutting_down_) return;
-  for (auto& id : broker_.admit()) {
-    auto it = leases_.find(id);
+  for (auto& a : broker_.admit()) {
+    auto it = leases_.find(a.lease_id);
     if (it == leases_.end()) continue;
     auto l = it->second;
     l->admitted = true;
+    l->lanes = std::move(a.lanes);
     l->admitted_at = clock::now();
     wait_seconds_.observe(seconds_between(l->created_at, l->admitted_at));
     l->lifecycle_active = true;
@@ -263,7 +312,9 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
     auto at_gate = co_await (capture(gate_.ensure(l->req.image)) || stopped());
     if (at_gate.index() == 0) {
       if (auto failure = std::get<0>(at_gate)) std::rethrow_exception(failure);
-      pull_wait_seconds_.observe(seconds_between(gate_start, clock::now()));
+      l->pulled_at = clock::now();
+      l->pull_s = seconds_between(gate_start, *l->pulled_at);
+      pull_wait_seconds_.observe(l->pull_s);
     }
 
     if (!l->stop) {
@@ -283,6 +334,7 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
       auto& [sandbox, failure] = std::get<0>(raced);
       if (failure) std::rethrow_exception(failure);
       l->sandbox = std::move(sandbox);
+      l->sandbox_name = l->sandbox->name;
     }
   } catch (const api_error& e) {
     outcome.emplace(lease_state::failed, err(e.code(), e.message()));
@@ -306,6 +358,7 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
     co_return;
   }
   const auto now = clock::now();
+  l->ready_at = now;
   ready_seconds_.observe(seconds_between(l->admitted_at, now));
   touch(*l);
   set_state(*l, lease_state::ready, std::nullopt);
@@ -334,6 +387,10 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
     co_return;
   }
   l->finishing = true;
+  // Its fixture holds go with it; a fixture it was still making passes to the next holder.
+  for (const auto& fid : std::exchange(l->fixtures, {})) {
+    if (auto f = fixtures_.find(fid); f != fixtures_.end()) drop_fixture_hold(f->second, l->id);
+  }
   if (!l->admitted) {
     broker_.cancel(l->id);
   } else {
@@ -359,9 +416,10 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
         co_await t.async_wait(asio::use_awaitable);
       }
     }
-    broker_.release(l->req.slots, holder_of(l->req));
+    broker_.release(l->id);
   }
   l->ended_at = clock::now();
+  if (auto r = runs_.find(l->req.run); r != runs_.end()) r->second.last_activity = l->ended_at;
   l->error = std::move(error);
   ++leases_total_[final_state];
   set_state(*l, final_state, std::nullopt);
@@ -405,14 +463,6 @@ asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id
                                 id, protocol::to_string(l->state), id));
   }
   touch(*l);
-  exec_spec spec;
-  spec.argv = std::move(req.argv);
-  for (const auto& [k, v] : req.env) spec.env.push_back(k + "=" + v);
-  spec.workdir = std::move(req.workdir);
-  spec.stdin_data = std::move(req.stdin_data);
-  spec.timeout = std::chrono::seconds(req.timeout_s);
-  spec.output_limit = opts_.exec_output_limit;
-  const auto started = clock::now();
   ++l->active_execs;
   struct done {
     lease& l;
@@ -422,14 +472,31 @@ asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id
       s.touch(l);
     }
   } guard{*l, *this};
-  exec_output out;
   try {
-    out = co_await provider_.exec(l->sandbox->id, spec);
-  } catch (const engine_error& e) {
-    if (protocol::is_final(l->state) || l->finishing) {
+    co_return co_await exec_in(l->sandbox->id, "lease " + id, std::move(req));
+  } catch (const api_error& e) {
+    if (e.code() == errc::exec_failed && (protocol::is_final(l->state) || l->finishing)) {
       throw api_error(errc::lease_gone, fmt::format("lease {} ended while the command ran", id));
     }
-    throw api_error(errc::exec_failed, fmt::format("could not run '{}' in lease {}: {}", spec.argv.front(), id,
+    throw;
+  }
+}
+
+asio::awaitable<protocol::exec_result> lease_service::exec_in(const std::string& container_id,
+                                                              const std::string& what, protocol::exec_request req) {
+  exec_spec spec;
+  spec.argv = std::move(req.argv);
+  for (const auto& [k, v] : req.env) spec.env.push_back(k + "=" + v);
+  spec.workdir = std::move(req.workdir);
+  spec.stdin_data = std::move(req.stdin_data);
+  spec.timeout = std::chrono::seconds(req.timeout_s);
+  spec.output_limit = opts_.exec_output_limit;
+  const auto started = clock::now();
+  exec_output out;
+  try {
+    out = co_await provider_.exec(container_id, spec);
+  } catch (const engine_error& e) {
+    throw api_error(errc::exec_failed, fmt::format("could not run '{}' in {}: {}", spec.argv.front(), what,
                                                    e.what()));
   }
   protocol::exec_result r;
@@ -471,7 +538,17 @@ asio::awaitable<void> lease_service::reaper() {
       spdlog::warn("{}", message);
       asio::co_spawn(ex_, finish(l, lease_state::expired, err(errc::lease_gone, message)), asio::detached);
     }
+    for (auto& [id, f] : fixtures_) {
+      if (f->state == "ready" && f->holders.empty() && !f->making &&
+          now - f->idle_since >= std::chrono::seconds(f->spec.grace_s)) {
+        asio::co_spawn(ex_,
+                       teardown_fixture(f, fmt::format("no holder for grace_s={} after the last one let go",
+                                                       f->spec.grace_s)),
+                       asio::detached);
+      }
+    }
     for (const auto& id : forget) leases_.erase(id);
+    prune_runs(now);
     for (auto it = by_request_id_.begin(); it != by_request_id_.end();) {
       it = leases_.count(it->second) == 0 ? by_request_id_.erase(it) : std::next(it);
     }
@@ -496,6 +573,7 @@ asio::awaitable<void> lease_service::sweep_orphans() {
     const std::string lease_id = lease_label == c.labels.end() ? std::string() : lease_label->second;
     auto it = leases_.find(lease_id);
     if (it != leases_.end() && !protocol::is_final(it->second->state)) continue;
+    if (auto f = fixtures_.find(lease_id); f != fixtures_.end() && f->second->state != "gone") continue;
     spdlog::warn("removing orphaned sandbox {} (lease {})", c.id.substr(0, 12), lease_id);
     co_await provider_.remove(c.id);
   }
@@ -525,6 +603,9 @@ asio::awaitable<void> lease_service::shutdown() {
         asio::detached);
   }
   while (pending > 0) co_await all_done.wait();
+  for (auto& [id, f] : fixtures_) {
+    if (f->state != "gone") co_await teardown_fixture(f, "orchestratord shut down");
+  }
   try {
     co_await provider_.remove_all_own();
   } catch (const std::exception& e) {
@@ -543,11 +624,13 @@ protocol::lease_view lease_service::view(const lease& l) const {
   v.image = l.req.image;
   v.slots = l.req.slots;
   v.ttl_s = l.req.ttl_s;
+  v.locks = l.req.locks;
+  v.waiting_for = l.waiting_for;
   if (l.state == lease_state::queued) {
     int pos = broker_.position(l.id);
     if (pos >= 0) v.position = pos;
+    if (auto why = broker_.waiting_for(l.id); !why.empty()) v.waiting_for = why;
   }
-  v.waiting_for = l.waiting_for;
   if (!protocol::is_final(l.state)) v.expires_in_s = seconds_between(clock::now(), l.expires_at);
   v.sandbox = l.sandbox;
   if (protocol::is_final(l.state)) v.sandbox.reset();
@@ -600,6 +683,376 @@ std::string lease_service::metrics_text() const {
   pull_wait_seconds_.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
   ready_seconds_.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");
   return out;
+}
+
+// --- outcomes and runs ------------------------------------------------------------------------
+
+void lease_service::set_outcome(const std::string& id, const std::string& outcome) {
+  find(id)->test_outcome = outcome;
+}
+
+void lease_service::prune_runs(clock::time_point now) {
+  for (auto it = runs_.begin(); it != runs_.end();) {
+    const auto& r = it->second;
+    const bool live = std::any_of(r.leases.begin(), r.leases.end(),
+                                  [](const lease_ptr& l) { return !protocol::is_final(l->state); }) ||
+                      std::any_of(r.fixtures.begin(), r.fixtures.end(),
+                                  [](const fixture_ptr& f) { return f->state != "gone"; });
+    if (!live && now - r.last_activity > opts_.keep_runs) {
+      for (const auto& f : r.fixtures) fixtures_.erase(f->id);
+      it = runs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+run_timeline lease_service::run(const std::string& id) const {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) {
+    throw api_error(errc::not_found, fmt::format("no run '{}' here: runs are named by the leases' \"run\" field "
+                                                 "(SANDLOT_RUN), and forgotten {} minutes after they go idle",
+                                                 id, opts_.keep_runs.count()));
+  }
+  const run_record& r = it->second;
+  const auto now = clock::now();
+  auto since = [&](clock::time_point t) { return seconds_between(r.first_queued, t); };
+  run_timeline t;
+  t.run = r.id;
+  t.slots_total = broker_.slots_total();
+  t.started_at = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(r.started_wall)));
+  t.now_s = since(now);
+  t.ended = r.ended;
+  for (const auto& l : r.leases) {
+    lease_record rec;
+    rec.id = l->id;
+    rec.name = l->name;
+    rec.test = l->req.test;
+    rec.image = l->req.image;
+    rec.state = std::string(protocol::to_string(l->state));
+    rec.test_outcome = l->test_outcome;
+    rec.slots = l->req.slots;
+    rec.lanes = l->lanes;
+    for (const auto& lock : l->req.locks) rec.locks.push_back({lock.name, std::string(protocol::to_string(lock.mode))});
+    rec.queued_s = since(l->created_at);
+    if (l->admitted) rec.admitted_s = since(l->admitted_at);
+    if (l->pulled_at) rec.pulled_s = since(*l->pulled_at);
+    if (l->ready_at) rec.ready_s = since(*l->ready_at);
+    if (protocol::is_final(l->state)) rec.ended_s = since(l->ended_at);
+    rec.pull_s = l->pull_s;
+    rec.sandbox = l->sandbox_name;
+    if (l->error) rec.error = l->error->message;
+    t.leases.push_back(std::move(rec));
+  }
+  for (const auto& f : r.fixtures) {
+    fixture_record rec;
+    rec.id = f->id;
+    rec.name = f->name;
+    rec.state = f->state;
+    rec.creations = f->creations;
+    rec.holders = static_cast<int>(f->holders.size());
+    rec.acquisitions = f->acquisitions;
+    rec.port = f->port;
+    rec.created_s = since(f->created_at);
+    if (f->ready_at) rec.ready_s = since(*f->ready_at);
+    if (f->ended_at) rec.ended_s = since(*f->ended_at);
+    t.fixtures.push_back(std::move(rec));
+  }
+  return t;
+}
+
+nlohmann::json lease_service::runs() const {
+  auto out = nlohmann::json::array();
+  std::vector<const run_record*> all;
+  for (const auto& [id, r] : runs_) all.push_back(&r);
+  std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->first_queued < b->first_queued; });
+  for (const auto* r : all) {
+    const auto live = std::count_if(r->leases.begin(), r->leases.end(),
+                                    [](const lease_ptr& l) { return !protocol::is_final(l->state); });
+    out.push_back({{"run", r->id},
+                   {"started_at", fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
+                                              fmt::gmtime(std::chrono::system_clock::to_time_t(r->started_wall)))},
+                   {"leases", r->leases.size()},
+                   {"live_leases", live},
+                   {"fixtures", r->fixtures.size()},
+                   {"ended", r->ended}});
+  }
+  return out;
+}
+
+asio::awaitable<run_timeline> lease_service::end_run(const std::string& id) {
+  run(id);  // 404 for an unknown run
+  std::vector<fixture_ptr> live;
+  for (const auto& f : runs_[id].fixtures) {
+    if (f->state != "gone") live.push_back(f);
+  }
+  for (auto& f : live) co_await teardown_fixture(f, fmt::format("run '{}' ended", id));
+  if (auto it = runs_.find(id); it != runs_.end()) it->second.ended = true;
+  co_return run(id);
+}
+
+// --- fixtures ---------------------------------------------------------------------------------
+
+lease_service::fixture_ptr lease_service::find_fixture(const std::string& id) const {
+  auto it = fixtures_.find(id);
+  if (it == fixtures_.end()) {
+    throw api_error(errc::not_found, fmt::format("no fixture '{}'; get one with POST /v1/leases/{{id}}/fixtures", id));
+  }
+  return it->second;
+}
+
+lease_service::fixture_ptr lease_service::live_fixture(const std::string& run, const std::string& name) const {
+  for (const auto& [id, f] : fixtures_) {
+    if (f->run == run && f->name == name && f->state != "gone") return f;
+  }
+  return nullptr;
+}
+
+protocol::fixture_view lease_service::fixture_view_for(const fixture& f, const std::string& lease_id) const {
+  protocol::fixture_view v;
+  v.id = f.id;
+  v.name = f.name;
+  v.run = f.run;
+  v.state = f.state;
+  const bool holds = std::find(f.holders.begin(), f.holders.end(), lease_id) != f.holders.end();
+  if (f.state == "creating") {
+    v.role = (!f.making && f.creator == lease_id) ? "creator" : "waiting";
+    v.creator = f.creator;
+  } else {
+    v.role = holds ? "user" : "none";
+  }
+  v.port = f.port;
+  v.data = f.data;
+  if (f.state != "gone" && !f.making) v.sandbox = f.sandbox;
+  v.creations = f.creations;
+  v.holders = static_cast<int>(f.holders.size());
+  v.error = f.error;
+  return v;
+}
+
+std::optional<int> lease_service::pick_port() {
+  // A port no fixture holds and nothing listens on now; the cursor moves on so a port freed a
+  // moment ago is not handed out again at once.
+  const int span = opts_.fixture_port_max - opts_.fixture_port_min + 1;
+  for (int i = 0; i < span; ++i) {
+    const int port = opts_.fixture_port_min + (next_port_++ % span);
+    if (std::find(ports_in_use_.begin(), ports_in_use_.end(), port) != ports_in_use_.end()) continue;
+    asio::ip::tcp::acceptor probe(ex_);
+    boost::system::error_code ec;
+    probe.open(asio::ip::tcp::v4(), ec);
+    if (!ec) probe.bind({asio::ip::make_address_v4("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+    if (ec) continue;
+    ports_in_use_.push_back(port);
+    return port;
+  }
+  return std::nullopt;
+}
+
+asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std::string& lease_id,
+                                                                       protocol::fixture_request req) {
+  auto l = find(lease_id);
+  if (protocol::is_final(l->state)) throw gone(*l);
+  if (l->state != lease_state::ready) {
+    throw api_error(errc::lease_not_ready, fmt::format("lease {} is {}; fixtures are held by ready leases: wait "
+                                                       "with GET /v1/leases/{}?wait_s=30 first",
+                                                       lease_id, protocol::to_string(l->state), lease_id));
+  }
+  parse_image_ref(req.image);
+  touch(*l);
+  auto f = live_fixture(l->req.run, req.name);
+  if (f) {
+    if (std::find(f->holders.begin(), f->holders.end(), lease_id) == f->holders.end()) {
+      f->holders.push_back(lease_id);
+      ++f->acquisitions;
+      l->fixtures.push_back(f->id);
+    }
+    spdlog::info("fixture {} ({}) of run {}: lease {} holds it ({} holder(s))", f->id, f->name, f->run, lease_id,
+                 f->holders.size());
+    co_return fixture_view_for(*f, lease_id);
+  }
+  f = std::make_shared<fixture>();
+  do {
+    f->id = "fx-" + random_id();
+  } while (fixtures_.count(f->id) != 0);
+  f->name = req.name;
+  f->run = l->req.run;
+  f->spec = std::move(req);
+  f->holders.push_back(lease_id);
+  f->acquisitions = 1;
+  if (f->spec.port) {
+    f->port = pick_port();
+    if (!f->port) {
+      throw api_error(errc::conflict, fmt::format("no free loopback port in {}-{} for fixture '{}'; release fixtures "
+                                                  "or widen the fixture port range",
+                                                  opts_.fixture_port_min, opts_.fixture_port_max, f->name));
+    }
+  }
+  fixtures_[f->id] = f;
+  l->fixtures.push_back(f->id);
+  runs_[f->run].fixtures.push_back(f);
+  spdlog::info("fixture {} ({}) of run {}: created for lease {}", f->id, f->name, f->run, lease_id);
+  co_await build_fixture(f);
+  if (f->state == "gone" && f->error) throw api_error(errc::sandbox_failed, f->error->message);
+  co_return fixture_view_for(*f, lease_id);
+}
+
+asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
+  if (f->making || f->state != "creating") co_return;
+  f->making = true;
+  f->changed.notify_all();
+  if (f->sandbox) {
+    // Its creator left before publishing it: nobody gets a half-made fixture.
+    spdlog::warn("fixture {} ({}): its creator left while setting it up; making it anew", f->id, f->name);
+    try {
+      co_await provider_.remove(f->sandbox->id);
+    } catch (const std::exception& e) {
+      spdlog::error("fixture {}: removing the half-made sandbox failed: {}", f->id, e.what());
+    }
+    f->sandbox.reset();
+  }
+  if (f->holders.empty() || shutting_down_) {
+    f->making = false;
+    co_await teardown_fixture(f, "its creator left before it was ready and nobody else holds it");
+    co_return;
+  }
+  f->creator = f->holders.front();
+  protocol::lease_request spec_req;
+  spec_req.image = f->spec.image;
+  spec_req.run = f->run;
+  spec_req.test = "fixture:" + f->name;
+  spec_req.network = f->spec.network;
+  spec_req.env = f->spec.env;
+  if (f->port) spec_req.env["SANDLOT_PORT"] = std::to_string(*f->port);
+  spec_req.memory_mb = f->spec.memory_mb;
+  spec_req.cpus = f->spec.cpus;
+  spec_req.pids_limit = f->spec.pids_limit;
+  std::string failure;
+  try {
+    co_await gate_.ensure(f->spec.image);
+    auto made = co_await provider_.create(sandbox_spec{f->id, "fixture-" + f->name, spec_req});
+    ++f->creations;
+    f->sandbox = std::move(made);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  f->making = false;
+  if (!failure.empty()) {
+    f->error = err(errc::sandbox_failed, fmt::format("could not make the sandbox of fixture '{}' from image '{}': {}",
+                                                     f->name, f->spec.image, failure));
+    co_await teardown_fixture(f, f->error->message);
+    co_return;
+  }
+  if (f->state == "gone") {  // the run ended meanwhile
+    try {
+      co_await provider_.remove(f->sandbox->id);
+    } catch (const std::exception& e) {
+      spdlog::error("fixture {}: removing its sandbox failed: {}", f->id, e.what());
+    }
+    co_return;
+  }
+  if (f->holders.empty()) {
+    co_await teardown_fixture(f, "every holder left while its sandbox was made");
+    co_return;
+  }
+  // A creator that left while the sandbox was made never touched it: the next holder takes over.
+  if (std::find(f->holders.begin(), f->holders.end(), f->creator) == f->holders.end()) f->creator = f->holders.front();
+  spdlog::info("fixture {} ({}): sandbox {} made; lease {} sets it up", f->id, f->name, f->sandbox->name, f->creator);
+  f->changed.notify_all();
+}
+
+void lease_service::drop_fixture_hold(const fixture_ptr& f, const std::string& lease_id) {
+  f->holders.erase(std::remove(f->holders.begin(), f->holders.end(), lease_id), f->holders.end());
+  if (f->holders.empty()) f->idle_since = clock::now();
+  if (f->state == "creating" && f->creator == lease_id && !f->making) {
+    f->creator.clear();
+    asio::co_spawn(ex_, build_fixture(f), asio::detached);
+  }
+  f->changed.notify_all();
+}
+
+asio::awaitable<void> lease_service::teardown_fixture(fixture_ptr f, std::string reason) {
+  if (f->state == "gone") co_return;
+  f->state = "gone";
+  f->ended_at = clock::now();
+  if (f->port) ports_in_use_.erase(std::remove(ports_in_use_.begin(), ports_in_use_.end(), *f->port), ports_in_use_.end());
+  // Holders still listed (a run ended under them) no longer hold it.
+  for (const auto& lease_id : f->holders) {
+    if (auto l = leases_.find(lease_id); l != leases_.end()) {
+      auto& held = l->second->fixtures;
+      held.erase(std::remove(held.begin(), held.end(), f->id), held.end());
+    }
+  }
+  f->holders.clear();
+  if (!f->error) f->error = err(errc::lease_gone, fmt::format("fixture '{}' was torn down: {}", f->name, reason));
+  f->changed.notify_all();
+  spdlog::info("fixture {} ({}) of run {} torn down: {}", f->id, f->name, f->run, reason);
+  if (f->sandbox && !f->making) {
+    try {
+      co_await provider_.remove(f->sandbox->id);
+    } catch (const std::exception& e) {
+      spdlog::error("fixture {}: removing its sandbox failed, the orphan sweep retries: {}", f->id, e.what());
+    }
+  }
+  if (auto r = runs_.find(f->run); r != runs_.end()) r->second.last_activity = clock::now();
+}
+
+asio::awaitable<protocol::fixture_view> lease_service::get_fixture(const std::string& id, const std::string& lease_id,
+                                                                   int wait_s) {
+  auto f = find_fixture(id);
+  lease_ptr l;
+  if (!lease_id.empty()) {
+    l = find(lease_id);
+    touch(*l);
+  }
+  const auto deadline = clock::now() + std::chrono::seconds(std::clamp(wait_s, 0, 300));
+  if (l) ++l->active_polls;
+  struct poll_guard {
+    lease* l;
+    ~poll_guard() {
+      if (l != nullptr) --l->active_polls;
+    }
+  } guard{l.get()};
+  auto settled = [&] {
+    return f->state != "creating" || (!f->making && !lease_id.empty() && f->creator == lease_id);
+  };
+  while (!settled() && clock::now() < deadline) co_await f->changed.wait_until(deadline);
+  if (l) touch(*l);
+  co_return fixture_view_for(*f, lease_id);
+}
+
+protocol::fixture_view lease_service::fixture_ready(const std::string& id, protocol::fixture_ready_request req) {
+  auto f = find_fixture(id);
+  if (f->state != "creating" || f->making || f->creator != req.lease) {
+    throw api_error(errc::conflict,
+                    fmt::format("fixture '{}' is {}{}; only its creator (lease {}) may mark it ready, once, after "
+                                "GET /v1/fixtures/{}?lease=... gave it role \"creator\"",
+                                f->name, f->state, f->making ? " (its sandbox is being made)" : "",
+                                f->creator.empty() ? std::string("none") : f->creator, id));
+  }
+  auto data = req.data.dump();
+  if (data.size() > 64 * 1024) {
+    throw api_error(errc::invalid_field, "field 'data' must be at most 64 KiB of JSON; put bulk data in the sandbox");
+  }
+  f->data = std::move(req.data);
+  f->state = "ready";
+  f->ready_at = clock::now();
+  f->creator.clear();
+  f->changed.notify_all();
+  spdlog::info("fixture {} ({}) of run {} is ready", f->id, f->name, f->run);
+  return fixture_view_for(*f, req.lease);
+}
+
+asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::string& id, protocol::exec_request req) {
+  auto f = find_fixture(id);
+  if (f->state == "gone") {
+    throw api_error(errc::lease_gone, fmt::format("fixture '{}' is gone: {}", f->name,
+                                                  f->error ? f->error->message : std::string("torn down")));
+  }
+  if (f->making || !f->sandbox) {
+    throw api_error(errc::lease_not_ready, fmt::format("fixture '{}' has no sandbox yet; wait with GET /v1/fixtures/{}",
+                                                       f->name, id));
+  }
+  co_return co_await exec_in(f->sandbox->id, "fixture " + f->name, std::move(req));
 }
 
 }  // namespace sandlot::orchestrator

@@ -23,6 +23,7 @@
 #include "docker_provider.hpp"
 #include "image_gate.hpp"
 #include "metrics.hpp"
+#include "run_report.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -36,6 +37,9 @@ struct service_options {
   std::chrono::seconds orphan_sweep_interval{10};
   std::chrono::minutes keep_final{10};      // how long a final lease still answers GET
   std::size_t exec_output_limit = 8 * 1024 * 1024;
+  int fixture_port_min = 41000;  // loopback TCP ports handed to fixtures that ask for one
+  int fixture_port_max = 41999;
+  std::chrono::minutes keep_runs{60};  // how long an idle run's timeline is kept
 };
 
 class lease_service {
@@ -65,12 +69,45 @@ class lease_service {
   /// DELETE /v1/leases/{id}: returns once the sandbox is gone and the slots are back.
   boost::asio::awaitable<protocol::lease_view> release(const std::string& id);
 
+  /// POST /v1/leases/{id}/outcome: the test's result, for the run report (any state).
+  void set_outcome(const std::string& id, const std::string& outcome);
+
+  /// POST /v1/leases/{id}/fixtures: hold the run's fixture, creating it if nobody has.
+  boost::asio::awaitable<protocol::fixture_view> acquire_fixture(const std::string& lease_id,
+                                                                 protocol::fixture_request req);
+  /// GET /v1/fixtures/{id}?lease=L&wait_s=N: returns once it is ready or gone, once L is to
+  /// create it, or after N s.
+  boost::asio::awaitable<protocol::fixture_view> get_fixture(const std::string& id, const std::string& lease_id,
+                                                             int wait_s);
+  /// POST /v1/fixtures/{id}/ready: the creator publishes it.
+  protocol::fixture_view fixture_ready(const std::string& id, protocol::fixture_ready_request req);
+  /// POST /v1/fixtures/{id}/exec.
+  boost::asio::awaitable<protocol::exec_result> fixture_exec(const std::string& id, protocol::exec_request req);
+
+  /// GET /v1/runs/{id}.
+  run_timeline run(const std::string& id) const;
+  /// GET /v1/runs: every run still remembered, newest last.
+  nlohmann::json runs() const;
+  /// DELETE /v1/runs/{id}: the run is over; its fixtures are torn down now.
+  boost::asio::awaitable<run_timeline> end_run(const std::string& id);
+
   protocol::status_view status() const;
   std::string metrics_text() const;
 
  private:
   struct lease;
   using lease_ptr = std::shared_ptr<lease>;
+  struct fixture;
+  using fixture_ptr = std::shared_ptr<fixture>;
+  struct run_record {
+    std::string id;
+    clock::time_point first_queued;
+    std::chrono::system_clock::time_point started_wall;
+    clock::time_point last_activity;
+    std::vector<lease_ptr> leases;
+    std::vector<fixture_ptr> fixtures;
+    bool ended = false;
+  };
 
   lease_ptr find(const std::string& id) const;
   /// 410 lease_gone for a final lease, with the reason it ended.
@@ -88,6 +125,18 @@ class lease_service {
   boost::asio::awaitable<void> sweep_orphans();
   boost::asio::awaitable<void> prepull();
   std::string next_lease_name(const protocol::lease_request& req);
+  boost::asio::awaitable<protocol::exec_result> exec_in(const std::string& container_id, const std::string& what,
+                                                        protocol::exec_request req);
+
+  fixture_ptr find_fixture(const std::string& id) const;
+  fixture_ptr live_fixture(const std::string& run, const std::string& name) const;
+  protocol::fixture_view fixture_view_for(const fixture& f, const std::string& lease_id) const;
+  /// Makes (or remakes, after its creator left) the fixture's sandbox for its first holder.
+  boost::asio::awaitable<void> build_fixture(fixture_ptr f);
+  boost::asio::awaitable<void> teardown_fixture(fixture_ptr f, std::string reason);
+  void drop_fixture_hold(const fixture_ptr& f, const std::string& lease_id);
+  std::optional<int> pick_port();
+  void prune_runs(clock::time_point now);
 
   boost::asio::any_io_executor ex_;
   docker_provider& provider_;
@@ -96,6 +145,10 @@ class lease_service {
   image_gate gate_;
   std::map<std::string, lease_ptr> leases_;
   std::map<std::string, std::string> by_request_id_;  // run + request_id → lease id
+  std::map<std::string, run_record> runs_;
+  std::map<std::string, fixture_ptr> fixtures_;  // by id, gone ones until their run is forgotten
+  std::vector<int> ports_in_use_;
+  int next_port_ = 0;
   std::uint64_t name_counter_ = 0;
   bool prepull_done_ = false;
   bool shutting_down_ = false;

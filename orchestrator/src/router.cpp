@@ -75,6 +75,23 @@ int query_int(std::string_view query, std::string_view key, int fallback) {
   return fallback;
 }
 
+/// A string query parameter (no percent-decoding: ids are plain), or empty when absent.
+std::string query_string(std::string_view query, std::string_view key) {
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) == key && eq != std::string_view::npos) return std::string(pair.substr(eq + 1));
+  }
+  return {};
+}
+
+void check_run_id(std::string_view id) {
+  const bool ok = !id.empty() && id.size() <= 200 && id.find_first_of("?#%") == std::string_view::npos;
+  if (!ok) throw api_error(errc::not_found, "no such run: run ids are the leases' \"run\" field, up to 200 characters");
+}
+
 void check_lease_id(std::string_view id) {
   const bool ok = !id.empty() && id.size() <= 64 &&
                   id.find_first_not_of("0123456789abcdefghijklmnopqrstuvwxyz-") == std::string_view::npos;
@@ -160,6 +177,53 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
       if (method != http::verb::post) method_not_allowed(req, "POST");
       auto body = protocol::parse_body<protocol::exec_request>(req.body());
       co_return json_response(200, co_await service_.exec(id, std::move(body)), req);
+    }
+    if (seg.size() == 4 && seg[3] == "outcome") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::outcome_request>(req.body());
+      service_.set_outcome(id, body.outcome);
+      co_return json_response(200, json{{"id", id}, {"outcome", body.outcome}}, req);
+    }
+    if (seg.size() == 4 && seg[3] == "fixtures") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::fixture_request>(req.body());
+      co_return json_response(200, co_await service_.acquire_fixture(id, std::move(body)), req);
+    }
+  }
+  if (seg.size() >= 3 && seg[1] == "fixtures") {
+    const std::string id(seg[2]);
+    if (seg.size() == 3) {
+      if (method != http::verb::get) method_not_allowed(req, "GET");
+      const std::string lease = query_string(t.query, "lease");
+      co_return json_response(200, co_await service_.get_fixture(id, lease, query_int(t.query, "wait_s", 0)), req);
+    }
+    if (seg.size() == 4 && seg[3] == "ready") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::fixture_ready_request>(req.body());
+      co_return json_response(200, service_.fixture_ready(id, std::move(body)), req);
+    }
+    if (seg.size() == 4 && seg[3] == "exec") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = protocol::parse_body<protocol::exec_request>(req.body());
+      co_return json_response(200, co_await service_.fixture_exec(id, std::move(body)), req);
+    }
+  }
+  if (seg.size() == 2 && seg[1] == "runs") {
+    if (method != http::verb::get) method_not_allowed(req, "GET");
+    co_return json_response(200, service_.runs(), req);
+  }
+  if (seg.size() >= 3 && seg[1] == "runs") {
+    const std::string id(seg[2]);
+    check_run_id(id);
+    if (seg.size() == 3) {
+      if (method == http::verb::get) co_return json_response(200, to_json(service_.run(id)), req);
+      if (method == http::verb::delete_) co_return json_response(200, to_json(co_await service_.end_run(id)), req);
+      method_not_allowed(req, "GET or DELETE");
+    }
+    if (seg.size() == 4 && seg[3] == "report.html") {
+      if (method != http::verb::get) method_not_allowed(req, "GET");
+      co_return make_response(200, render_html(service_.run(id)), "text/html; charset=utf-8", req.version(),
+                              req.keep_alive());
     }
   }
   throw api_error(errc::not_found, fmt::format("no route {} (see docs/api.md)",

@@ -33,6 +33,7 @@ constexpr std::array errc_table{
     errc_entry{errc::exec_failed, "exec_failed", 502},
     errc_entry{errc::shutting_down, "shutting_down", 503},
     errc_entry{errc::unauthorized, "unauthorized", 401},
+    errc_entry{errc::conflict, "conflict", 409},
     errc_entry{errc::internal, "internal", 500},
 };
 
@@ -51,6 +52,12 @@ constexpr std::array<std::pair<network_mode, std::string_view>, 3> network_names
     {network_mode::unknown, "unknown"},
     {network_mode::none, "none"},
     {network_mode::host, "host"},
+}};
+
+constexpr std::array<std::pair<lock_mode, std::string_view>, 3> lock_mode_names{{
+    {lock_mode::unknown, "unknown"},
+    {lock_mode::shared, "shared"},
+    {lock_mode::exclusive, "exclusive"},
 }};
 
 using json = nlohmann::json;
@@ -193,6 +200,29 @@ network_mode network_mode_from_string(std::string_view s) noexcept {
   return network_mode::unknown;
 }
 
+std::string_view to_string(lock_mode m) noexcept {
+  for (const auto& [v, n] : lock_mode_names) {
+    if (v == m) return n;
+  }
+  return "unknown";
+}
+
+lock_mode lock_mode_from_string(std::string_view s) noexcept {
+  for (const auto& [v, n] : lock_mode_names) {
+    if (n == s && v != lock_mode::unknown) return v;
+  }
+  return lock_mode::unknown;
+}
+
+void check_name(std::string_view field, std::string_view name) {
+  if (name.empty() || name.size() > 128) bad_field(field, "must be 1 to 128 characters long");
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == ':' || c == '/' || c == '-';
+    if (!ok) bad_field(field, "may only contain letters, digits and . _ : / -");
+  }
+}
+
 // --- error_body -------------------------------------------------------------------------------
 
 void to_json(json& j, const error_body& v) { j = json{{"code", v.code}, {"message", v.message}}; }
@@ -211,7 +241,46 @@ void to_json(json& j, const lease_request& v) {
   if (!v.run.empty()) j["run"] = v.run;
   if (!v.test.empty()) j["test"] = v.test;
   if (!v.request_id.empty()) j["request_id"] = v.request_id;
+  if (!v.locks.empty()) j["locks"] = v.locks;
 }
+
+namespace {
+
+void read_network(const json& j, network_mode& out) {
+  if (const json* n = find(j, "network")) {
+    if (!n->is_string()) bad_field("network", "must be \"none\" or \"host\"");
+    out = network_mode_from_string(n->get<std::string>());
+    if (out == network_mode::unknown) bad_field("network", "must be \"none\" or \"host\"");
+  }
+}
+
+void read_locks(const json& j, std::vector<lock_spec>& out) {
+  const json* v = find(j, "locks");
+  if (v == nullptr) return;
+  if (!v->is_array()) bad_field("locks", "must be an array like [{\"name\": \"config\", \"mode\": \"shared\"}]");
+  if (v->size() > 16) bad_field("locks", "may name at most 16 locks");
+  out.clear();
+  for (std::size_t i = 0; i < v->size(); ++i) {
+    const json& e = (*v)[i];
+    const std::string field = fmt::format("locks[{}]", i);
+    if (!e.is_object()) bad_field(field, "must be an object with \"name\" and \"mode\"");
+    lock_spec l;
+    const json* name = find(e, "name");
+    if (name == nullptr || !name->is_string()) bad_field(field + ".name", "is required and must be a string");
+    l.name = name->get<std::string>();
+    check_name(field + ".name", l.name);
+    const json* mode = find(e, "mode");
+    if (mode == nullptr || !mode->is_string()) bad_field(field + ".mode", "is required: \"shared\" or \"exclusive\"");
+    l.mode = lock_mode_from_string(mode->get<std::string>());
+    if (l.mode == lock_mode::unknown) bad_field(field + ".mode", "must be \"shared\" or \"exclusive\"");
+    for (const auto& seen : out) {
+      if (seen.name == l.name) bad_field(field + ".name", fmt::format("names lock '{}' a second time", l.name));
+    }
+    out.push_back(std::move(l));
+  }
+}
+
+}  // namespace
 
 void from_json(const json& j, lease_request& v) {
   if (!j.is_object()) throw api_error(errc::bad_json, "a lease request must be a JSON object");
@@ -223,16 +292,13 @@ void from_json(const json& j, lease_request& v) {
   read_int(j, "slots", v.slots, 1, 1024);
   read_int(j, "ttl_s", v.ttl_s, 1, 86400);
   read_int(j, "ready_timeout_s", v.ready_timeout_s, 1, 86400);
-  if (const json* n = find(j, "network")) {
-    if (!n->is_string()) bad_field("network", "must be \"none\" or \"host\"");
-    v.network = network_mode_from_string(n->get<std::string>());
-    if (v.network == network_mode::unknown) bad_field("network", "must be \"none\" or \"host\"");
-  }
+  read_network(j, v.network);
   read_env(j, "env", v.env);
   read_int<std::int64_t>(j, "memory_mb", v.memory_mb, 6, 1 << 20);
   read_double(j, "cpus", v.cpus, 0.01, 1024);
   read_int(j, "pids_limit", v.pids_limit, 8, 1 << 22);
   read_bool(j, "read_only", v.read_only);
+  read_locks(j, v.locks);
 }
 
 // --- sandbox_info -----------------------------------------------------------------------------
@@ -254,6 +320,7 @@ void from_json(const json& j, sandbox_info& v) {
 void to_json(json& j, const lease_view& v) {
   j = json{{"id", v.id},       {"name", v.name},   {"state", to_string(v.state)}, {"run", v.run},
            {"test", v.test},   {"image", v.image}, {"slots", v.slots},            {"ttl_s", v.ttl_s}};
+  if (!v.locks.empty()) j["locks"] = v.locks;
   put_optional(j, "position", v.position);
   put_optional(j, "waiting_for", v.waiting_for);
   put_optional(j, "expires_in_s", v.expires_in_s);
@@ -272,6 +339,7 @@ void from_json(const json& j, lease_view& v) {
   read(j, "image", v.image);
   read_int(j, "slots", v.slots, 0, 1 << 20);
   read_int(j, "ttl_s", v.ttl_s, 0, 1 << 30);
+  if (const json* l = find(j, "locks")) v.locks = l->get<std::vector<lock_spec>>();
   if (const json* p = find(j, "position")) v.position = p->get<int>();
   read(j, "waiting_for", v.waiting_for);
   if (const json* e = find(j, "expires_in_s")) v.expires_in_s = e->get<double>();
@@ -357,6 +425,76 @@ void from_json(const json& j, status_view& v) {
   read_bool(j, "ready", v.ready);
   if (const json* l = find(j, "leases")) v.leases = l->get<std::vector<lease_view>>();
   if (const json* i = find(j, "images")) v.images = i->get<std::vector<image_status>>();
+}
+
+// --- locks, outcomes, fixtures -----------------------------------------------------------------
+
+void to_json(json& j, const lock_spec& v) { j = json{{"name", v.name}, {"mode", to_string(v.mode)}}; }
+void from_json(const json& j, lock_spec& v) {
+  read(j, "name", v.name);
+  std::string mode;
+  read(j, "mode", mode);
+  v.mode = lock_mode_from_string(mode);
+}
+
+void to_json(json& j, const outcome_request& v) { j = json{{"outcome", v.outcome}}; }
+void from_json(const json& j, outcome_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "an outcome must be a JSON object");
+  read(j, "outcome", v.outcome, /*required=*/true);
+  if (v.outcome != "passed" && v.outcome != "failed") bad_field("outcome", "must be \"passed\" or \"failed\"");
+}
+
+void to_json(json& j, const fixture_request& v) {
+  j = json{{"name", v.name},        {"image", v.image},         {"network", to_string(v.network)},
+           {"env", v.env},          {"port", v.port},           {"grace_s", v.grace_s},
+           {"memory_mb", v.memory_mb}, {"cpus", v.cpus},        {"pids_limit", v.pids_limit}};
+}
+void from_json(const json& j, fixture_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "a fixture request must be a JSON object");
+  read(j, "name", v.name, /*required=*/true);
+  check_name("name", v.name);
+  read(j, "image", v.image, /*required=*/true);
+  if (v.image.empty()) bad_field("image", "must not be empty; name an image such as 127.0.0.1:5000/sandlot/busybox:1");
+  read_network(j, v.network);
+  read_env(j, "env", v.env);
+  read_bool(j, "port", v.port);
+  read_int(j, "grace_s", v.grace_s, 0, 3600);
+  read_int<std::int64_t>(j, "memory_mb", v.memory_mb, 6, 1 << 20);
+  read_double(j, "cpus", v.cpus, 0.01, 1024);
+  read_int(j, "pids_limit", v.pids_limit, 8, 1 << 22);
+}
+
+void to_json(json& j, const fixture_view& v) {
+  j = json{{"id", v.id},       {"name", v.name}, {"run", v.run},           {"state", v.state},
+           {"role", v.role},   {"data", v.data}, {"creations", v.creations}, {"holders", v.holders}};
+  if (!v.creator.empty()) j["creator"] = v.creator;
+  put_optional(j, "port", v.port);
+  put_optional(j, "sandbox", v.sandbox);
+  put_optional(j, "error", v.error);
+}
+void from_json(const json& j, fixture_view& v) {
+  read(j, "id", v.id);
+  read(j, "name", v.name);
+  read(j, "run", v.run);
+  read(j, "state", v.state);
+  read(j, "role", v.role);
+  read(j, "creator", v.creator);
+  if (const json* p = find(j, "port")) v.port = p->get<int>();
+  if (const json* d = find(j, "data")) v.data = *d;
+  if (const json* s = find(j, "sandbox")) v.sandbox = s->get<sandbox_info>();
+  read_int(j, "creations", v.creations, 0, 1 << 30);
+  read_int(j, "holders", v.holders, 0, 1 << 30);
+  if (const json* e = find(j, "error")) v.error = e->get<error_body>();
+}
+
+void to_json(json& j, const fixture_ready_request& v) { j = json{{"lease", v.lease}, {"data", v.data}}; }
+void from_json(const json& j, fixture_ready_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "a ready request must be a JSON object");
+  read(j, "lease", v.lease, /*required=*/true);
+  if (const json* d = find(j, "data")) {
+    if (!d->is_object()) bad_field("data", "must be a JSON object");
+    v.data = *d;
+  }
 }
 
 }  // namespace sandlot::protocol

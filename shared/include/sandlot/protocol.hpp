@@ -38,6 +38,7 @@ enum class errc {
   exec_failed,          // the engine could not run the command
   shutting_down,        // the daemon is stopping
   unauthorized,         // token missing or wrong
+  conflict,             // the request does not fit the resource's state (e.g. a fixture not yours to make)
   internal,             // a bug: please report
 };
 
@@ -80,8 +81,18 @@ enum class network_mode { unknown, none, host };
 std::string_view to_string(network_mode m) noexcept;
 network_mode network_mode_from_string(std::string_view s) noexcept;
 
+enum class lock_mode { unknown, shared, exclusive };
+std::string_view to_string(lock_mode m) noexcept;
+lock_mode lock_mode_from_string(std::string_view s) noexcept;
+
 // ---------------------------------------------------------------------------------------------
 // Requests and responses.
+
+/// A named lock a lease holds while admitted: many shared holders, or one exclusive.
+struct lock_spec {
+  std::string name;  // [A-Za-z0-9._:/-], 1 to 128 characters
+  lock_mode mode = lock_mode::shared;
+};
 
 /// POST /v1/leases
 struct lease_request {
@@ -98,6 +109,7 @@ struct lease_request {
   double cpus = 1.0;                      // CPU limit (NanoCpus)
   int pids_limit = 256;                   // pids cgroup limit
   bool read_only = false;                 // read-only root filesystem (with a tmpfs /tmp)
+  std::vector<lock_spec> locks;           // granted with the slots, all or nothing
 };
 
 struct sandbox_info {
@@ -117,11 +129,54 @@ struct lease_view {
   std::string image;
   int slots = 1;
   int ttl_s = 30;
+  std::vector<lock_spec> locks;
   std::optional<int> position;       // 0-based place in the queue while queued
-  std::optional<std::string> waiting_for;  // why it is not ready yet: "slots", "image", "sandbox"
+  // Why it is not ready yet: "slots", "lock:<name>" (queued), "image" (at the gate), "sandbox".
+  std::optional<std::string> waiting_for;
   std::optional<double> expires_in_s;      // seconds to expiry while it holds resources
   std::optional<sandbox_info> sandbox;     // once ready
   std::optional<error_body> error;         // once failed or expired
+};
+
+/// POST /v1/leases/{id}/outcome: what became of the test that held the lease, for the report.
+struct outcome_request {
+  std::string outcome;  // "passed" | "failed"
+};
+
+/// POST /v1/leases/{id}/fixtures: hold the run's fixture `name`, creating it if nobody has.
+/// The first holder gets role "creator": the daemon made the fixture's sandbox from this spec,
+/// the holder sets it up (exec) and marks it ready. Later holders wait until it is ready.
+struct fixture_request {
+  std::string name;                        // unique within the run
+  std::string image;                       // required
+  network_mode network = network_mode::none;
+  std::map<std::string, std::string> env;
+  bool port = false;                       // reserve a free loopback TCP port: SANDLOT_PORT in env
+  int grace_s = 15;                        // kept this long after the last holder let go
+  std::int64_t memory_mb = 256;
+  double cpus = 1.0;
+  int pids_limit = 256;
+};
+
+struct fixture_view {
+  std::string id;
+  std::string name;
+  std::string run;
+  std::string state;  // "creating" | "ready" | "gone"
+  std::string role;   // for the asking lease: "creator" (set it up now), "waiting", "user"
+  std::string creator;  // lease id of the holder making it, while creating
+  std::optional<int> port;
+  nlohmann::json data = nlohmann::json::object();  // what the creator published when ready
+  std::optional<sandbox_info> sandbox;
+  int creations = 0;  // sandboxes made for it; more than 1 only after a creator died
+  int holders = 0;
+  std::optional<error_body> error;
+};
+
+/// POST /v1/fixtures/{id}/ready
+struct fixture_ready_request {
+  std::string lease;  // the creator's lease id
+  nlohmann::json data = nlohmann::json::object();
 };
 
 /// POST /v1/leases/{id}/renew
@@ -187,6 +242,19 @@ void to_json(nlohmann::json& j, const image_status& v);
 void from_json(const nlohmann::json& j, image_status& v);
 void to_json(nlohmann::json& j, const status_view& v);
 void from_json(const nlohmann::json& j, status_view& v);
+void to_json(nlohmann::json& j, const lock_spec& v);
+void from_json(const nlohmann::json& j, lock_spec& v);
+void to_json(nlohmann::json& j, const outcome_request& v);
+void from_json(const nlohmann::json& j, outcome_request& v);
+void to_json(nlohmann::json& j, const fixture_request& v);
+void from_json(const nlohmann::json& j, fixture_request& v);
+void to_json(nlohmann::json& j, const fixture_view& v);
+void from_json(const nlohmann::json& j, fixture_view& v);
+void to_json(nlohmann::json& j, const fixture_ready_request& v);
+void from_json(const nlohmann::json& j, fixture_ready_request& v);
+
+/// Checks a lock or fixture name: 1 to 128 of [A-Za-z0-9._:/-]. Throws invalid_field naming `field`.
+void check_name(std::string_view field, std::string_view name);
 
 /// Parses a request body into T; throws api_error (bad_json / invalid_field) with a message that
 /// says what to fix.
