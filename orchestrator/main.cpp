@@ -32,6 +32,15 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(cfg->log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (cfg->slots_auto) {
+    spdlog::info("{}", cfg->slots_explanation);
+    // The sandboxes run where the engine runs; auto measured the host this daemon runs on.
+    if (engine_addr.type == engine_address::kind::tcp && !is_loopback(engine_addr.host)) {
+      spdlog::warn("slots auto measured this host, but the engine at {} is elsewhere; give --slots N "
+                   "for the engine's host (docs/sizing.md)",
+                   engine_addr.to_string());
+    }
+  }
 
   // One thread owns every piece of state; engine calls are asynchronous, so none blocks it.
   asio::io_context ioc{1};

@@ -5,12 +5,56 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <charconv>
 #include <iostream>
 #include <set>
+#include <sstream>
+
+#include "sizing.hpp"
 
 namespace sandlot::orchestrator {
 
 namespace {
+
+constexpr int max_slots = sizing_policy{}.max_slots;
+
+// What --slots and the file's `slots` accept, for their error messages; `auto_spelled` is how
+// the word is written there (a TOML string needs its quotes).
+std::string slots_accepted(std::string_view auto_spelled) {
+  return fmt::format("a whole number from 1 to {}, or {} to derive it from this host's CPUs and memory "
+                     "(docs/sizing.md)",
+                     max_slots, auto_spelled);
+}
+
+// Empty when `text` is a valid --slots value; otherwise what is wrong and what to give instead.
+std::string slots_problem(const std::string& text) {
+  if (text == "auto") return {};
+  int n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec == std::errc{} && end == text.data() + text.size() && n >= 1 && n <= max_slots) return {};
+  return fmt::format("'{}' is not a slot budget; give {}", text, slots_accepted("auto"));
+}
+
+// `slots` is the one key with two types: a number, or the string "auto".
+void slots_from_toml(const toml::table& t, CLI::App& app, daemon_config& c) {
+  if (app.count("--slots") > 0) return;  // the flag wins
+  auto node = t["slots"];
+  if (!node) return;
+  // is_integer() first: toml++'s value<int>() also turns `true` into 1.
+  if (auto n = node.value<std::int64_t>(); node.is_integer() && n && *n >= 1 && *n <= max_slots) {
+    c.slots = static_cast<int>(*n);
+    c.slots_auto = false;
+    return;
+  }
+  if (auto s = node.value<std::string>(); s && *s == "auto") {
+    c.slots_auto = true;
+    return;
+  }
+  std::ostringstream given;
+  given << node;
+  throw std::runtime_error(fmt::format("config file {}: 'slots' is {} but must be {}", c.config_file,
+                                       given.str(), slots_accepted("\"auto\"")));
+}
 
 void split_listen(daemon_config& c) {
   auto colon = c.listen.rfind(':');
@@ -77,10 +121,14 @@ service_options daemon_config::service() const {
 
 std::optional<daemon_config> parse_config(int argc, char** argv) {
   daemon_config c;
+  std::string slots_text = std::to_string(c.slots);
   CLI::App app{"orchestratord: leases real container sandboxes to end-to-end tests within a slot budget"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--slots", c.slots, "Concurrency budget: sandboxes (lease weights) that may exist at once")
-      ->check(CLI::Range(1, 4096));
+  app.add_option("--slots", slots_text,
+                 "Concurrency budget: sandboxes (lease weights) that may exist at once, or auto to derive "
+                 "it from this host's CPUs and memory (logged at start; docs/sizing.md)")
+      ->type_name("N|auto")
+      ->check(CLI::Validator([](std::string& v) { return slots_problem(v); }, ""));
   app.add_option("--listen", c.listen, "HOST:PORT for the HTTP API; loopback only until auth exists");
   app.add_option("--docker-host", c.docker_host,
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
@@ -108,6 +156,11 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     throw std::runtime_error(fmt::format("{}; run orchestratord --help", e.what()));
   }
+  if (slots_text == "auto") {
+    c.slots_auto = true;
+  } else {
+    c.slots = std::stoi(slots_text);  // checked above
+  }
 
   if (!c.config_file.empty()) {
     toml::table t;
@@ -117,7 +170,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
       throw std::runtime_error(fmt::format("config file {}: {} (line {})", c.config_file, e.description(),
                                            e.source().begin.line));
     }
-    from_toml(t, "slots", app, "--slots", c.slots);
+    slots_from_toml(t, app, c);
     from_toml(t, "listen", app, "--listen", c.listen);
     from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
     from_toml(t, "prepull", app, "--prepull", c.prepull);
@@ -135,7 +188,6 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                                              c.config_file, key, v, lo, hi));
       }
     };
-    in_range("slots", c.slots, 1, 4096);
     in_range("max_pulls", c.max_pulls, 1, 64);
     in_range("pull_attempts", c.pull_attempts, 1, 20);
     in_range("pull_deadline_s", c.pull_deadline_s, 1, 86400);
@@ -154,6 +206,11 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
         c.listen));
   }
   if (c.instance.empty()) c.instance = "orchestratord@" + c.listen;
+  if (c.slots_auto) {
+    const auto estimate = estimate_slots(read_host_resources());
+    c.slots = estimate.slots;
+    c.slots_explanation = estimate.explanation;
+  }
   return c;
 }
 

@@ -10,7 +10,9 @@
 namespace sandlot::orchestrator {
 
 struct daemon_config {
-  int slots = 4;
+  int slots = 4;            // with --slots auto: the number derived from the host
+  bool slots_auto = false;  // --slots auto (or slots = "auto" in the file)
+  std::string slots_explanation;  // with slots_auto: how the number was derived, for the log
   std::string listen = "127.0.0.1:7345";
   std::string docker_host;  // empty: DOCKER_HOST or the local socket
   std::vector<std::string> prepull;
@@ -29,7 +31,8 @@ struct daemon_config {
 };
 
 /// Parses argv (and the --config file). Returns nullopt after printing --help; throws
-/// std::runtime_error with a message that says what to fix.
+/// std::runtime_error with a message that says what to fix. `--slots auto` is resolved here, by
+/// measuring the host (sizing.hpp), so `slots` is always the number the daemon will use.
 std::optional<daemon_config> parse_config(int argc, char** argv);
 
 /// True for 127.0.0.0/8, ::1 and "localhost".

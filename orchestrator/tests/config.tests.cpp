@@ -58,6 +58,7 @@ class temp_toml {
 TEST_CASE("without arguments the daemon uses its documented defaults", "[config]") {
   const daemon_config c = parse({});
   CHECK(c.slots == 4);
+  CHECK_FALSE(c.slots_auto);
   CHECK(c.listen == "127.0.0.1:7345");
   CHECK(c.listen_host == "127.0.0.1");
   CHECK(c.listen_port == 7345);
@@ -86,7 +87,24 @@ TEST_CASE("flags set the daemon's settings", "[config]") {
 }
 
 TEST_CASE("a budget of zero slots is rejected", "[config]") {
-  CHECK_THROWS_WITH(parse({"--slots", "0"}), Catch::Contains("--slots"));
+  CHECK_THROWS_WITH(parse({"--slots", "0"}), Catch::Contains("--slots") && Catch::Contains("auto"));
+}
+
+TEST_CASE("a budget that is neither a number nor auto is rejected saying what to give", "[config]") {
+  CHECK_THROWS_WITH(parse({"--slots", "abc"}),
+                    Catch::Contains("--slots") && Catch::Contains("'abc'") &&
+                        Catch::Contains("from 1 to 4096, or auto"));
+  CHECK_THROWS_WITH(parse({"--slots", "5000"}), Catch::Contains("from 1 to 4096, or auto"));
+  CHECK_THROWS_WITH(parse({"--slots", "Auto"}), Catch::Contains("--slots"));
+}
+
+TEST_CASE("slots auto derives the budget from the host and says how", "[config]") {
+  const daemon_config c = parse({"--slots", "auto"});
+  CHECK(c.slots_auto);
+  CHECK(c.slots >= 1);
+  CHECK(c.slots <= 4096);
+  CHECK_THAT(c.slots_explanation, Catch::StartsWith("slots auto: " + std::to_string(c.slots) + " ("));
+  CHECK(c.service().slots == c.slots);
 }
 
 TEST_CASE("a listen address that is not loopback is rejected", "[config]") {
@@ -134,6 +152,28 @@ prepull = ["from-file:1"]
   CHECK(c.listen_port == 9100);  // not given as a flag: the file's value stands
 }
 
+TEST_CASE("a config file can ask for slots auto", "[config]") {
+  temp_toml file("auto", "slots = \"auto\"\n");
+  const daemon_config c = parse({"--config", file.path()});
+  CHECK(c.slots_auto);
+  CHECK(c.slots >= 1);
+  CHECK_THAT(c.slots_explanation, Catch::StartsWith("slots auto: "));
+}
+
+TEST_CASE("a slots flag wins over auto in the file and auto on the command line wins over a number",
+          "[config]") {
+  temp_toml auto_file("auto-file", "slots = \"auto\"\n");
+  const daemon_config fixed = parse({"--config", auto_file.path(), "--slots", "3"});
+  CHECK_FALSE(fixed.slots_auto);
+  CHECK(fixed.slots == 3);
+  CHECK(fixed.slots_explanation.empty());
+
+  temp_toml number_file("number-file", "slots = 6\n");
+  const daemon_config derived = parse({"--config", number_file.path(), "--slots", "auto"});
+  CHECK(derived.slots_auto);
+  CHECK_THAT(derived.slots_explanation, Catch::StartsWith("slots auto: "));
+}
+
 TEST_CASE("a config file that is not valid TOML is rejected naming the file", "[config]") {
   temp_toml file("bad-syntax", "slots = [\n");
   CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains(file.path()));
@@ -141,7 +181,8 @@ TEST_CASE("a config file that is not valid TOML is rejected naming the file", "[
 
 TEST_CASE("a config value of the wrong type is rejected naming the key", "[config]") {
   temp_toml file("wrong-type", "slots = \"eight\"\n");
-  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("slots"));
+  CHECK_THROWS_WITH(parse({"--config", file.path()}),
+                    Catch::Contains("'slots'") && Catch::Contains("eight") && Catch::Contains("\"auto\""));
 }
 
 TEST_CASE("a config file cannot set a budget of zero slots", "[config]") {
@@ -172,6 +213,12 @@ TEST_CASE("config file numbers are held to the same ranges as the flags",
   SECTION("slots above 4096") {
     temp_toml file("slots-range", "slots = 5000\n");
     CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("slots"));
+  }
+  SECTION("slots given as a boolean or a fraction") {
+    temp_toml boolean("slots-bool", "slots = true\n");
+    CHECK_THROWS_WITH(parse({"--config", boolean.path()}), Catch::Contains("'slots'"));
+    temp_toml fraction("slots-fraction", "slots = 2.5\n");
+    CHECK_THROWS_WITH(parse({"--config", fraction.path()}), Catch::Contains("'slots'"));
   }
   SECTION("max_pulls above 64") {
     temp_toml file("max-pulls-range", "max_pulls = 100\n");
