@@ -1,5 +1,6 @@
 // Resource limits from the lease request are enforced by the engine and visible inside the
-// sandbox's cgroup: memory, pids and CPUs, plus a read-only root filesystem on request.
+// sandbox's cgroup: memory, pids and CPUs (with defaults when none are asked for), plus a
+// read-only root filesystem on request. Going past a limit fails inside the sandbox, not outside.
 // Works on cgroup v2 (one unified file per limit) and v1 (one hierarchy per controller).
 #include <catch2/catch.hpp>
 
@@ -62,4 +63,35 @@ TEST_CASE("a read-only sandbox cannot write its root filesystem but can write /t
   CHECK(root.exit_code != 0);
   CHECK_THAT(root.stderr_data, Catch::Matchers::Contains("Read-only file system"));
   CHECK(sb.exec({"touch", "/tmp/probe"}).exit_code == 0);
+}
+
+TEST_CASE("a lease that asks for no limits gets the documented defaults", "[limits]") {
+  auto sb = lease_sandbox();  // memory_mb 256 and pids_limit 256 unless asked otherwise
+  CHECK(read_cgroup(sb, "memory.max", "memory/memory.limit_in_bytes") ==
+        std::to_string(256LL * 1024 * 1024));
+  CHECK(read_cgroup(sb, "pids.max", "pids/pids.max") == "256");
+}
+
+TEST_CASE("a command that allocates past the memory limit is killed and the sandbox lives on", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.memory_mb = 32;
+  auto sb = lease_sandbox(req);
+  // dd fills one 64 MiB buffer: twice the limit, with no swap to spill into.
+  auto r = sb.exec({"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"});
+  INFO("stderr: " << r.stderr_data);
+  CHECK(r.exit_code == 128 + 9);  // SIGKILL from the kernel's OOM killer
+  // A command within the limit still runs.
+  auto small = sb.exec({"dd", "if=/dev/zero", "of=/dev/null", "bs=4M", "count=1"});
+  CHECK(small.exit_code == 0);
+}
+
+TEST_CASE("forking past the pids limit fails inside the sandbox", "[limits]") {
+  auto req = sandlot::e2e::request_for_this_test();
+  req.pids_limit = 16;
+  auto sb = lease_sandbox(req);
+  // Forty short sleeps at once cannot fit in sixteen pids; the shell reports the failed fork.
+  auto r = sb.exec({"sh", "-c", "for i in $(seq 1 40); do sleep 1 & done; wait"}, std::nullopt, {},
+                   /*timeout_s=*/30);
+  CHECK(r.exit_code != 0);
+  CHECK_THAT(r.stderr_data, Catch::Matchers::Contains("can't fork"));
 }

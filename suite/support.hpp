@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 
 #include <sandlot/catch2.hpp>
 
@@ -28,6 +29,36 @@ inline protocol::lease_request request_for_this_test() {
   req.run = client::run_from_env();
   req.test = Catch::getResultCapture().getCurrentTestName();
   return req;
+}
+
+/// The client::error that `f` raises, or nothing when it succeeds, so a test can check the
+/// daemon's status, code and message one by one.
+template <class F>
+std::optional<client::error> error_from(F&& f) {
+  try {
+    std::forward<F>(f)();
+  } catch (const client::error& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+/// The `{"error": {"code", "message"}}` of a raw answer; both empty when the body has none.
+inline protocol::error_body error_of(const client::client::response& res) {
+  protocol::error_body out;
+  auto body = nlohmann::json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("error") || !body["error"].is_object()) return out;
+  const auto& e = body["error"];
+  if (e.contains("code") && e["code"].is_string()) out.code = e["code"].get<std::string>();
+  if (e.contains("message") && e["message"].is_string()) {
+    out.message = e["message"].get<std::string>();
+  }
+  return out;
+}
+
+/// For wait_for_lease: the lease is ready.
+inline bool is_ready(const protocol::lease_view& v) {
+  return v.state == protocol::lease_state::ready;
 }
 
 /// A request_id no other test or run will repeat.
