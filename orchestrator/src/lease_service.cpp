@@ -482,8 +482,8 @@ asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id
   }
 }
 
-asio::awaitable<protocol::exec_result> lease_service::exec_in(const std::string& container_id,
-                                                              const std::string& what, protocol::exec_request req) {
+asio::awaitable<protocol::exec_result> lease_service::exec_in(std::string container_id,
+                                                              std::string what, protocol::exec_request req) {
   exec_spec spec;
   spec.argv = std::move(req.argv);
   for (const auto& [k, v] : req.env) spec.env.push_back(k + "=" + v);
@@ -722,6 +722,7 @@ run_timeline lease_service::run(const std::string& id) const {
   t.slots_total = broker_.slots_total();
   t.started_at = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(r.started_wall)));
   t.now_s = since(now);
+  t.started_unix_s = std::chrono::duration<double>(r.started_wall.time_since_epoch()).count();
   t.ended = r.ended;
   for (const auto& l : r.leases) {
     lease_record rec;
@@ -929,7 +930,9 @@ asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
   std::string failure;
   try {
     co_await gate_.ensure(f->spec.image);
-    auto made = co_await provider_.create(sandbox_spec{f->id, "fixture-" + f->name, spec_req});
+    // Named, not a temporary: GCC 12 ends temporaries inside co_await expressions too early.
+    const sandbox_spec spec{f->id, "fixture-" + f->name, spec_req};
+    auto made = co_await provider_.create(spec);
     ++f->creations;
     f->sandbox = std::move(made);
   } catch (const std::exception& e) {

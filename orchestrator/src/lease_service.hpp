@@ -125,7 +125,7 @@ class lease_service {
   boost::asio::awaitable<void> sweep_orphans();
   boost::asio::awaitable<void> prepull();
   std::string next_lease_name(const protocol::lease_request& req);
-  boost::asio::awaitable<protocol::exec_result> exec_in(const std::string& container_id, const std::string& what,
+  boost::asio::awaitable<protocol::exec_result> exec_in(std::string container_id, std::string what,
                                                         protocol::exec_request req);
 
   fixture_ptr find_fixture(const std::string& id) const;

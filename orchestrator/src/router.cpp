@@ -29,7 +29,9 @@ http_response make_response(unsigned status, std::string body, std::string_view 
 }
 
 http_response json_response(unsigned status, const json& body, const http_request& req) {
-  return make_response(status, body.dump() + "\n", "application/json", req.version(), req.keep_alive());
+  // Command output need not be UTF-8: invalid bytes become U+FFFD instead of failing the reply.
+  return make_response(status, body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", "application/json",
+                       req.version(), req.keep_alive());
 }
 
 struct target {

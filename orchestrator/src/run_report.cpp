@@ -550,6 +550,7 @@ json to_json(const run_timeline& run) {
   return {{"run", run.run},
           {"slots_total", run.slots_total},
           {"started_at", run.started_at},
+          {"started_unix_s", run.started_unix_s},
           {"now_s", round3(run.now_s)},
           {"ended", run.ended},
           {"summary",

@@ -59,6 +59,7 @@ struct run_timeline {
   std::string run;
   int slots_total = 1;
   std::string started_at;  // UTC, ISO 8601, of the first lease's queueing
+  double started_unix_s = 0;  // the same instant, in seconds since the epoch (to line up runs)
   double now_s = 0;        // seconds since started_at when the timeline was taken
   bool ended = false;      // DELETE /v1/runs/{id} was called
   std::vector<lease_record> leases;  // in creation order

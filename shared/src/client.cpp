@@ -202,6 +202,56 @@ protocol::status_view client::status() const {
   return decode<protocol::status_view>(j, "GET", join_url(opts_.url, target), 200);
 }
 
+void client::report_outcome(const std::string& id, const std::string& outcome) const {
+  call("POST", lease_target(id, "/outcome"), json(protocol::outcome_request{outcome}).dump(), 200);
+}
+
+protocol::fixture_view client::acquire_fixture(const std::string& lease_id, const protocol::fixture_request& req) const {
+  std::string target = lease_target(lease_id, "/fixtures");
+  // The first holder's call returns once the fixture's sandbox is made (an image pull included).
+  json j = call("POST", target, json(req).dump(), 200, seconds{600});
+  return decode<protocol::fixture_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+protocol::fixture_view client::get_fixture(const std::string& fixture_id, const std::string& lease_id,
+                                           int wait_s) const {
+  std::string target = fmt::format("{}/fixtures/{}?lease={}&wait_s={}", protocol::api_prefix, fixture_id, lease_id,
+                                   std::max(wait_s, 0));
+  json j = call("GET", target, {}, 200, seconds{std::max(wait_s, 0)});
+  return decode<protocol::fixture_view>(j, "GET", join_url(opts_.url, target), 200);
+}
+
+protocol::fixture_view client::fixture_ready(const std::string& fixture_id, const std::string& lease_id,
+                                             const json& data) const {
+  std::string target = fmt::format("{}/fixtures/{}/ready", protocol::api_prefix, fixture_id);
+  protocol::fixture_ready_request req{lease_id, data};
+  json j = call("POST", target, json(req).dump(), 200);
+  return decode<protocol::fixture_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+protocol::exec_result client::fixture_exec(const std::string& fixture_id, const protocol::exec_request& req) const {
+  std::string target = fmt::format("{}/fixtures/{}/exec", protocol::api_prefix, fixture_id);
+  json j = call("POST", target, json(req).dump(), 200, seconds{std::max(req.timeout_s, 0)});
+  return decode<protocol::exec_result>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+json client::run(const std::string& run_id) const {
+  return call("GET", fmt::format("{}/runs/{}", protocol::api_prefix, run_id), {}, 200);
+}
+
+json client::end_run(const std::string& run_id) const {
+  return call("DELETE", fmt::format("{}/runs/{}", protocol::api_prefix, run_id), {}, 200, seconds{120});
+}
+
+protocol::exec_result fixture::exec(std::vector<std::string> argv, std::optional<std::string> stdin_data,
+                                    int timeout_s) const {
+  protocol::exec_request req;
+  req.argv = std::move(argv);
+  req.stdin_data = std::move(stdin_data);
+  req.timeout_s = timeout_s;
+  return client_.fixture_exec(view_.id, req);
+}
+
 // --- lease ------------------------------------------------------------------------------------
 
 struct lease::state {
@@ -376,6 +426,36 @@ void lease::release() {
     if (e.status() != 404) throw;  // unknown to the daemon: already gone, nothing to free
   }
   s_->released_ = true;
+}
+
+fixture lease::hold_fixture(const protocol::fixture_request& req,
+                            const std::function<json(const fixture&)>& setup, seconds wait) const {
+  if (!s_) throw std::logic_error("hold_fixture on a moved-from lease");
+  const client& c = s_->client_;
+  const auto deadline = steady_clock::now() + wait;
+  protocol::fixture_view v = c.acquire_fixture(s_->id_, req);
+  const std::string url = join_url(c.url(), fmt::format("{}/fixtures/{}", protocol::api_prefix, v.id));
+  while (v.state != "ready") {
+    if (v.state == "gone") {
+      std::string code = v.error ? v.error->code : std::string("lease_gone");
+      throw error("GET", url, protocol::http_status(protocol::code_from_string(code)), code,
+                  v.error ? v.error->message : fmt::format("fixture '{}' is gone", req.name));
+    }
+    if (v.role == "creator") {
+      // Ours to set up: a fresh sandbox nobody else uses until we publish it.
+      json data = setup(fixture(c, v));
+      v = c.fixture_ready(v.id, s_->id_, data.is_null() ? json::object() : data);
+      continue;
+    }
+    auto remaining = std::chrono::ceil<seconds>(deadline - steady_clock::now());
+    if (remaining <= seconds{0}) {
+      throw error("GET", url, 0, "timeout",
+                  fmt::format("fixture '{}' was not ready within {} s (its creator is lease {}); is that test stuck?",
+                              req.name, wait.count(), v.creator.empty() ? std::string("?") : v.creator));
+    }
+    v = c.get_fixture(v.id, s_->id_, static_cast<int>(std::min<seconds::rep>(remaining.count(), 30)));
+  }
+  return fixture(c, v);
 }
 
 std::optional<std::string> lease::heartbeat_error() const {

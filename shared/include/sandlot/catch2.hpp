@@ -5,11 +5,16 @@
 //     CHECK(sb.exec({"echo", "hi"}).stdout_data == "hi\n");
 //   }
 //
-// Include after <catch2/catch.hpp>.
+// Include after <catch2/catch.hpp>. To show each test's pass/fail in the run report, register
+// the listener once, next to CATCH_CONFIG_MAIN:
+//
+//   SANDLOT_REGISTER_OUTCOME_LISTENER()
 #pragma once
 
 #include <cstdlib>
+#include <iostream>
 #include <string>
+#include <vector>
 
 #include <sandlot/client.hpp>
 
@@ -27,13 +32,59 @@ inline const client::client& default_client() {
   return c;
 }
 
+/// Lease ids taken by the running test case, for outcome_listener.
+inline std::vector<std::string>& leases_of_this_test() {
+  static std::vector<std::string> ids;
+  return ids;
+}
+
 /// Leases a ready sandbox for the running test case. Fields left empty in `req` are filled:
 /// image (default_image()), run (SANDLOT_RUN or the ctest invocation), test (the Catch2 test name).
 inline client::lease lease_sandbox(protocol::lease_request req = {}) {
   if (req.image.empty()) req.image = default_image();
   if (req.run.empty()) req.run = client::run_from_env();
   if (req.test.empty()) req.test = Catch::getResultCapture().getCurrentTestName();
-  return client::lease::acquire(default_client(), std::move(req));
+  auto l = client::lease::acquire(default_client(), std::move(req));
+  leases_of_this_test().push_back(l.id());
+  // On stdout, so the JUnit report (and Catch2's -s) names the lease and sandbox of each test.
+  std::cout << "sandlot: lease " << l.id() << " (" << l.name() << ") sandbox " << l.sandbox().name
+            << " image " << l.sandbox().image << " run " << l.view().run << '\n';
+  return l;
+}
+
+/// Tells the daemon whether each test passed, for the run report.
+inline void report_outcomes_of_this_test(bool failed) {
+  const char* outcome = failed ? "failed" : "passed";
+  for (const auto& id : leases_of_this_test()) {
+    try {
+      default_client().report_outcome(id, outcome);
+    } catch (const std::exception& e) {
+      // The report only loses a colour; the test's own result stands.
+      std::cerr << "sandlot: could not report the outcome of lease " << id << ": " << e.what() << '\n';
+    }
+  }
+  leases_of_this_test().clear();
 }
 
 }  // namespace sandlot::testing
+
+/// Registers a Catch2 listener that reports each test's pass/fail to the daemon (GET /v1/runs/{id}
+/// shows it). Use once, in the translation unit that defines CATCH_CONFIG_MAIN (Catch2 v2 only
+/// declares listener bases there).
+#define SANDLOT_REGISTER_OUTCOME_LISTENER()                                                   \
+  namespace sandlot::testing {                                                                \
+  class outcome_listener : public Catch::TestEventListenerBase {                              \
+   public:                                                                                    \
+    using Catch::TestEventListenerBase::TestEventListenerBase;                                \
+    void testCaseStarting(const Catch::TestCaseInfo& info) override {                         \
+      leases_of_this_test().clear();                                                          \
+      Catch::TestEventListenerBase::testCaseStarting(info);                                   \
+    }                                                                                         \
+    void testCaseEnded(const Catch::TestCaseStats& stats) override {                          \
+      report_outcomes_of_this_test(stats.totals.assertions.failed > 0);                       \
+      Catch::TestEventListenerBase::testCaseEnded(stats);                                     \
+    }                                                                                         \
+  };                                                                                          \
+  }                                                                                           \
+  using sandlot_outcome_listener = sandlot::testing::outcome_listener;                        \
+  CATCH_REGISTER_LISTENER(sandlot_outcome_listener)

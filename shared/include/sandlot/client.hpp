@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -75,6 +76,24 @@ class client {
   void release(const std::string& id) const;
   /// GET /v1/status.
   protocol::status_view status() const;
+  /// POST /v1/leases/{id}/outcome: "passed" or "failed", shown in the run report.
+  void report_outcome(const std::string& id, const std::string& outcome) const;
+
+  /// POST /v1/leases/{id}/fixtures.
+  protocol::fixture_view acquire_fixture(const std::string& lease_id, const protocol::fixture_request& req) const;
+  /// GET /v1/fixtures/{id}?lease=L&wait_s=N.
+  protocol::fixture_view get_fixture(const std::string& fixture_id, const std::string& lease_id, int wait_s = 0) const;
+  /// POST /v1/fixtures/{id}/ready.
+  protocol::fixture_view fixture_ready(const std::string& fixture_id, const std::string& lease_id,
+                                       const nlohmann::json& data) const;
+  /// POST /v1/fixtures/{id}/exec.
+  protocol::exec_result fixture_exec(const std::string& fixture_id, const protocol::exec_request& req) const;
+
+  /// GET /v1/runs/{id}: the run's timeline and summary (docs/reports.md). Run ids go into the
+  /// URL as they are: keep them to letters, digits and - _ . :
+  nlohmann::json run(const std::string& run_id) const;
+  /// DELETE /v1/runs/{id}: ends the run, tearing down its fixtures; returns the final timeline.
+  nlohmann::json end_run(const std::string& run_id) const;
 
   struct response {
     int status = 0;
@@ -90,6 +109,26 @@ class client {
   nlohmann::json call(std::string_view method, const std::string& target, std::string_view body,
                       int expect_status, std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
   options opts_;
+};
+
+/// A once-per-run fixture held by a lease (the hold ends with the lease).
+class fixture {
+ public:
+  fixture(const client& c, protocol::fixture_view v) : client_(c), view_(std::move(v)) {}
+  const std::string& id() const noexcept { return view_.id; }
+  const std::string& name() const noexcept { return view_.name; }
+  /// The loopback TCP port the daemon reserved for it (SANDLOT_PORT inside), if it asked for one.
+  std::optional<int> port() const noexcept { return view_.port; }
+  /// What its creator published when it marked it ready.
+  const nlohmann::json& data() const noexcept { return view_.data; }
+  const protocol::fixture_view& view() const noexcept { return view_; }
+  /// Runs argv in the fixture's sandbox (never through a shell).
+  protocol::exec_result exec(std::vector<std::string> argv, std::optional<std::string> stdin_data = {},
+                             int timeout_s = 60) const;
+
+ private:
+  client client_;
+  protocol::fixture_view view_;
 };
 
 /// An RAII lease: acquired ready, heartbeated from a background thread, released on destruction.
@@ -116,6 +155,13 @@ class lease {
   protocol::exec_result exec(std::vector<std::string> argv, std::optional<std::string> stdin_data = {},
                              std::map<std::string, std::string> env = {}, int timeout_s = 60) const;
   protocol::exec_result exec(const protocol::exec_request& req) const;
+
+  /// Holds the run's fixture `req.name`. The first holder of the run (or the next one, if that
+  /// holder died while setting it up) runs `setup` on the fresh fixture sandbox and publishes what
+  /// it returns as the fixture's data; everyone else waits until it is ready. Throws error if it
+  /// cannot be made or is not ready within `wait`.
+  fixture hold_fixture(const protocol::fixture_request& req, const std::function<nlohmann::json(const fixture&)>& setup,
+                       std::chrono::seconds wait = std::chrono::seconds{300}) const;
 
   /// Releases now (idempotent); the destructor calls it and swallows errors.
   void release();
