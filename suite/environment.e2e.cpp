@@ -65,7 +65,7 @@ TEST_CASE("commands run as root with user and group id 0", "[environment]") {
   CHECK(sandlot::e2e::chomp(sb.exec({"whoami"}).stdout_data) == "root");
 }
 
-TEST_CASE("the hostname command HOSTNAME and /etc/hostname all name the sandbox's host", "[environment]") {
+TEST_CASE("the hostname command and HOSTNAME and the hostname file in etc all name the sandbox's host", "[environment]") {
   auto sb = lease_sandbox();
   const std::string& expected = sb.sandbox().hostname;
   REQUIRE_FALSE(expected.empty());
@@ -76,7 +76,7 @@ TEST_CASE("the hostname command HOSTNAME and /etc/hostname all name the sandbox'
   CHECK_THAT(expected, Contains(sb.id()));
 }
 
-TEST_CASE("a command runs in / unless a working directory is asked for", "[environment]") {
+TEST_CASE("a command runs in the root directory unless a working directory is asked for", "[environment]") {
   auto sb = lease_sandbox();
   CHECK(sb.exec({"pwd"}).stdout_data == "/\n");
   CHECK(sb.exec({"sh", "-c", "printf %s \"$PWD\""}).stdout_data == "/");

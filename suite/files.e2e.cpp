@@ -113,7 +113,7 @@ TEST_CASE("a script written through stdin runs once it is made executable", "[fi
   CHECK(after.stdout_data == "hello from a script, world\n");
 }
 
-TEST_CASE("/tmp is sticky and world-writable and mktemp makes unique files in it", "[files]") {
+TEST_CASE("the tmp directory is sticky and world-writable and mktemp makes unique files in it", "[files]") {
   auto sb = lease_sandbox();
   CHECK(mode_of(sb, "/tmp") == "1777");
   auto one = sandlot::e2e::chomp(sb.exec({"mktemp"}).stdout_data);

@@ -55,7 +55,7 @@ TEST_CASE("the CPU limit of the lease is the sandbox's CFS quota", "[limits]") {
   CHECK(quota * 2 == period);  // half a CPU, whatever period the engine picked
 }
 
-TEST_CASE("a read-only sandbox cannot write its root filesystem but can write /tmp", "[limits]") {
+TEST_CASE("a read-only sandbox cannot write its root filesystem but can write its tmp directory", "[limits]") {
   auto req = sandlot::e2e::request_for_this_test();
   req.read_only = true;
   auto sb = lease_sandbox(req);

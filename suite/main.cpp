@@ -2,3 +2,8 @@
 // SANDLOT_URL; see README.md for running it by hand and under ctest.
 #define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
+
+#include <sandlot/catch2.hpp>
+
+// Each test's pass/fail goes to the daemon's run report.
+SANDLOT_REGISTER_OUTCOME_LISTENER()
