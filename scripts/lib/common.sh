@@ -86,3 +86,46 @@ sandlot_daemon_stop() {
 sandlot_leftovers() {
   docker ps -aq --filter label=sandlot.daemon | wc -l
 }
+
+# sandlot_run_report RUN: ends the run on the daemon (its fixtures are torn down), saves its
+# timeline and HTML report under build/reports/, prints the summary, and checks that each
+# once-per-run fixture (SANDLOT_ONCE_FIXTURES) was made exactly once and that every fixture is
+# gone. Sets SANDLOT_REPORT_HTML.
+sandlot_run_report() {
+  local run=$1 dir=$SANDLOT_ROOT/build/reports
+  mkdir -p "$dir"
+  local json=$dir/$run.json
+  SANDLOT_REPORT_HTML=$dir/$run.html
+  curl -fsS -X DELETE "$SANDLOT_URL/v1/runs/$run" -o "$json" || { say "could not end run $run"; return 1; }
+  curl -fsS "$SANDLOT_URL/v1/runs/$run/report.html" -o "$SANDLOT_REPORT_HTML" ||
+    { say "could not fetch the report of run $run"; return 1; }
+  jq -r '.summary as $s | .slots_total as $n |
+    "run \(.run): \($s.leases) leases, \($s.failed) failed, \($n) slots",
+    "  wall \($s.wall_s)s, sum of test times \($s.sum_test_s)s, speedup \($s.speedup)",
+    "  ideal max(sum/N, longest) \($s.ideal_s)s, efficiency \($s.efficiency)",
+    "  queue time \($s.queue_s)s, pull time \($s.pull_s)s",
+    (.fixtures[] | "  fixture \(.name): made \(.creations) time(s), \(.acquisitions) hold(s), \(.state)")' "$json"
+  local bad
+  # The suite's run-wide fixtures; its other fixtures are per test (one is remade on purpose).
+  bad=$(jq -r --arg names "${SANDLOT_ONCE_FIXTURES:-mock-inference cluster-config}" '
+    ($names | split(" ")) as $once |
+    ($once[] as $n | select([.fixtures[] | select(.name == $n)] | length != 1) |
+      "fixture \($n) appears \([.fixtures[] | select(.name == $n)] | length) time(s) in the run, not once"),
+    (.fixtures[] | select((.name as $n | $once | index($n)) and .creations != 1) |
+      "fixture \(.name) was made \(.creations) time(s), not once"),
+    (.fixtures[] | select(.state != "gone") | "fixture \(.name) is \(.state) after the run ended")' "$json")
+  if [[ -n "$bad" ]]; then
+    say "ERROR: $bad"
+    return 1
+  fi
+}
+
+# sandlot_junit_failures: prints the failures recorded in the e2e JUnit files (ctest shows
+# nothing of them: Catch2 writes its junit report to the file only).
+sandlot_junit_failures() {
+  local f
+  for f in $(grep -l -E '<(failure|error)' "$SANDLOT_BUILD_DIR"/junit/*.xml 2>/dev/null); do
+    say "--- $f"
+    sed -n '/<testcase/,/<\/testcase>/p' "$f" | head -60
+  done
+}
