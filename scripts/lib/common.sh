@@ -114,6 +114,24 @@ sandlot_run_report() {
     (.fixtures[] | select((.name as $n | $once | index($n)) and .creations != 1) |
       "fixture \(.name) was made \(.creations) time(s), not once"),
     (.fixtures[] | select(.state != "gone") | "fixture \(.name) is \(.state) after the run ended")' "$json")
+  # From the daemon's own records: no exclusive holder of a lock overlapped any other holder.
+  local lock
+  for lock in ${SANDLOT_CHECK_LOCKS:-cluster-config}; do
+    local line
+    line=$(jq -r --arg lock "$lock" '
+      [.leases[] | select(.admitted_s != null) | {id, a: .admitted_s, e: (.ended_s // 1e18),
+        m: (.locks[]? | select(.name == $lock) | .mode)}] as $h |
+      ([$h[] | select(.m == "exclusive")] | length) as $x |
+      ([$h[] as $w | select($w.m == "exclusive") | $h[] as $o |
+        select($o.id != $w.id and $w.a < $o.e and $o.a < $w.e)] | length) as $overlaps |
+      "\($h | length) \($x) \($overlaps)"' "$json")
+    local holders exclusive overlaps
+    read -r holders exclusive overlaps <<<"$line"
+    echo "  lock $lock: $holders holder(s), $exclusive exclusive, $overlaps overlap(s) of an exclusive holder"
+    if [[ "$overlaps" != 0 ]]; then
+      bad+="lock $lock: an exclusive holder overlapped $overlaps other holder(s)"
+    fi
+  done
   if [[ -n "$bad" ]]; then
     say "ERROR: $bad"
     return 1
