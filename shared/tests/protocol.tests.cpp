@@ -355,3 +355,68 @@ TEST_CASE("an exec request needs a non-empty argv of strings", "[protocol]") {
   CHECK(not_string->code() == errc::invalid_field);
   CHECK_THAT(not_string->message(), Contains("'argv[1]'"));
 }
+
+TEST_CASE("a lease request carries its locks through JSON", "[protocol][locks]") {
+  lease_request req;
+  req.image = "127.0.0.1:5000/x:1";
+  req.locks = {{"cluster-config", lock_mode::shared}, {"db/schema", lock_mode::exclusive}};
+  auto back = round_trip(req);
+  REQUIRE(back.locks.size() == 2);
+  CHECK(back.locks[0].name == "cluster-config");
+  CHECK(back.locks[0].mode == lock_mode::shared);
+  CHECK(back.locks[1].name == "db/schema");
+  CHECK(back.locks[1].mode == lock_mode::exclusive);
+}
+
+TEST_CASE("bad locks are refused naming the lock and what is wrong", "[protocol][locks]") {
+  auto bad = [](std::string_view locks) {
+    auto e = decode_error<lease_request>(std::string(R"({"image":"x:1","locks":)") + std::string(locks) + "}");
+    REQUIRE(e.has_value());
+    CHECK(e->code() == errc::invalid_field);
+    return e->message();
+  };
+  CHECK_THAT(bad(R"("config")"), Contains("'locks'"));
+  CHECK_THAT(bad(R"([{"name":"a"}])"), Contains("locks[0].mode"));
+  CHECK_THAT(bad(R"([{"name":"a","mode":"sometimes"}])"), Contains("\"shared\" or \"exclusive\""));
+  CHECK_THAT(bad(R"([{"mode":"shared"}])"), Contains("locks[0].name"));
+  CHECK_THAT(bad(R"([{"name":"has space","mode":"shared"}])"), Contains("may only contain"));
+  CHECK_THAT(bad(R"([{"name":"","mode":"shared"}])"), Contains("1 to 128"));
+  CHECK_THAT(bad(R"([{"name":"a","mode":"shared"},{"name":"a","mode":"exclusive"}])"), Contains("second time"));
+}
+
+TEST_CASE("a fixture request needs a name and an image and checks its fields", "[protocol][fixtures]") {
+  auto ok = parse_body<fixture_request>(R"({"name":"mock-inference","image":"x:1","network":"host","port":true})");
+  CHECK(ok.network == network_mode::host);
+  CHECK(ok.port);
+  CHECK(ok.grace_s == 15);
+  auto no_name = decode_error<fixture_request>(R"({"image":"x:1"})");
+  REQUIRE(no_name.has_value());
+  CHECK_THAT(no_name->message(), Contains("'name'"));
+  auto no_image = decode_error<fixture_request>(R"({"name":"a"})");
+  REQUIRE(no_image.has_value());
+  CHECK_THAT(no_image->message(), Contains("'image'"));
+  auto grace = decode_error<fixture_request>(R"({"name":"a","image":"x:1","grace_s":-1})");
+  REQUIRE(grace.has_value());
+  CHECK_THAT(grace->message(), Contains("'grace_s'"));
+}
+
+TEST_CASE("a fixture view and an outcome round-trip through JSON", "[protocol][fixtures]") {
+  fixture_view v;
+  v.id = "fx-1";
+  v.name = "n";
+  v.run = "r";
+  v.state = "ready";
+  v.role = "user";
+  v.port = 41000;
+  v.data = json{{"url", "http://127.0.0.1:41000"}};
+  v.creations = 1;
+  v.holders = 2;
+  auto back = round_trip(v);
+  CHECK(back.port == std::optional<int>(41000));
+  CHECK(back.data == v.data);
+  CHECK(back.holders == 2);
+  CHECK(back.role == "user");
+  auto bad = decode_error<outcome_request>(R"({"outcome":"maybe"})");
+  REQUIRE(bad.has_value());
+  CHECK_THAT(bad->message(), Contains("'outcome'"));
+}
