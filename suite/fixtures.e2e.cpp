@@ -57,6 +57,15 @@ std::string call_from(const sandlot::client::lease& caller, int port, const std:
   return r.stdout_data.substr(blank + 4);
 }
 
+/// A fixture of this test's own (a unique name), dropped as soon as nobody holds it.
+sandlot::protocol::fixture_request private_spec(const std::string& prefix, int grace_s = 0) {
+  sandlot::protocol::fixture_request spec;
+  spec.name = prefix + "-" + sandlot::e2e::unique_request_id();
+  spec.image = sandlot::testing::default_image();
+  spec.grace_s = grace_s;
+  return spec;
+}
+
 sandlot::protocol::lease_request host_network() {
   sandlot::protocol::lease_request req;
   req.network = sandlot::protocol::network_mode::host;
@@ -106,10 +115,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
   const auto& c = sandlot::testing::default_client();
   auto creator = lease_sandbox();
   auto waiter = lease_sandbox();
-  sandlot::protocol::fixture_request spec;
-  spec.name = "takeover-" + sandlot::e2e::unique_request_id();
-  spec.image = sandlot::testing::default_image();
-  spec.grace_s = 0;
+  auto spec = private_spec("takeover");
 
   auto first = c.acquire_fixture(creator.id(), spec);
   REQUIRE(first.role == "creator");
@@ -136,10 +142,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
 TEST_CASE("a fixture is torn down after its last holder lets go and its grace has passed", "[fixtures]") {
   const auto& c = sandlot::testing::default_client();
   auto sb = lease_sandbox();
-  sandlot::protocol::fixture_request spec;
-  spec.name = "short-lived-" + sandlot::e2e::unique_request_id();
-  spec.image = sandlot::testing::default_image();
-  spec.grace_s = 1;
+  auto spec = private_spec("short-lived", 1);
   auto f = sb.hold_fixture(spec, [](const sandlot::client::fixture&) { return nlohmann::json{{"ok", true}}; });
   CHECK(f.view().state == "ready");
   CHECK(f.view().creations == 1);
@@ -154,10 +157,7 @@ TEST_CASE("only a fixture's creator may mark it ready", "[fixtures]") {
   const auto& c = sandlot::testing::default_client();
   auto creator = lease_sandbox();
   auto other = lease_sandbox();
-  sandlot::protocol::fixture_request spec;
-  spec.name = "owned-" + sandlot::e2e::unique_request_id();
-  spec.image = sandlot::testing::default_image();
-  spec.grace_s = 0;
+  auto spec = private_spec("owned");
   auto made = c.acquire_fixture(creator.id(), spec);
   REQUIRE(made.role == "creator");
   c.acquire_fixture(other.id(), spec);

@@ -14,6 +14,17 @@ bool conflicts(const lock_request& want, int shared, bool exclusive) {
 
 }  // namespace
 
+void broker::add_uses(std::map<std::string, lock_use>& uses, const std::vector<lock_request>& locks) {
+  for (const auto& l : locks) {
+    auto& use = uses[l.name];
+    if (l.exclusive) {
+      use.exclusive = true;
+    } else {
+      ++use.shared;
+    }
+  }
+}
+
 broker::broker(int slots_total) : slots_total_(slots_total), lane_busy_(static_cast<std::size_t>(slots_total)) {
   if (slots_total < 1) throw std::invalid_argument("the slot budget must be at least 1");
 }
@@ -96,14 +107,7 @@ void broker::take(const request& r, std::vector<admission>& out) {
     }
   }
   slots_in_use_ += r.slots;
-  for (const auto& l : r.locks) {
-    auto& use = locks_[l.name];
-    if (l.exclusive) {
-      use.exclusive = true;
-    } else {
-      ++use.shared;
-    }
-  }
+  add_uses(locks_, r.locks);
   if (!r.holder.empty()) ++holders_[r.holder];
   last_served_[r.run] = ++tick_;
   out.push_back(admission{r.lease_id, h.lanes});
@@ -141,14 +145,7 @@ std::vector<broker::admission> broker::admit() {
         break;
       }
       if (!blocked_lock(r->locks, &claims)) slots_blocked = true;
-      for (const auto& l : r->locks) {
-        auto& c = claims[l.name];
-        if (l.exclusive) {
-          c.exclusive = true;
-        } else {
-          ++c.shared;
-        }
-      }
+      add_uses(claims, r->locks);
     }
     if (pick == nullptr) break;
     take(*pick, out);
@@ -201,14 +198,7 @@ broker::plan broker::make_plan() const {
   for (const request* r : dry.fair_order()) {
     auto lock = dry.blocked_lock(r->locks, &claims);
     p.why[r->lease_id] = lock ? "lock:" + *lock : std::string("slots");
-    for (const auto& l : r->locks) {
-      auto& c = claims[l.name];
-      if (l.exclusive) {
-        c.exclusive = true;
-      } else {
-        ++c.shared;
-      }
-    }
+    add_uses(claims, r->locks);
   }
   // Positions refer to this broker's queue (the dry copy's requests are its own).
   for (const request* r : fair_order()) {

@@ -90,6 +90,8 @@ class broker {
                                           const std::map<std::string, lock_use>* claims) const;
   std::vector<const request*> fair_order() const;
   plan make_plan() const;
+  /// Counts `locks` as held (or claimed) in `uses`.
+  static void add_uses(std::map<std::string, lock_use>& uses, const std::vector<lock_request>& locks);
   void take(const request& r, std::vector<admission>& out);
   /// Forgets when a run was served once it has nothing queued or admitted.
   void forget_idle_run(const std::string& run);
