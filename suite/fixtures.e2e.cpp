@@ -121,7 +121,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
   REQUIRE(first.role == "creator");
   REQUIRE(first.sandbox.has_value());
   // The creator half-makes it, then dies.
-  REQUIRE(c.fixture_exec(first.id, {{"sh", "-c", "echo half > /made-by"}, {}, {}, {}, 30}).exit_code == 0);
+  REQUIRE(c.fixture_exec(first.id, {{"sh", "-c", "echo half > /made-by"}, {}, {}, {}, 30}, creator.id()).exit_code == 0);
   auto second = c.acquire_fixture(waiter.id(), spec);
   CHECK(second.id == first.id);
   CHECK(second.role == "waiting");
@@ -132,7 +132,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
   CHECK(now.creations == 2);
   REQUIRE(now.sandbox.has_value());
   CHECK(now.sandbox->id != first.sandbox->id);  // a fresh sandbox: nobody gets the half-made one
-  auto made_by = c.fixture_exec(first.id, {{"cat", "/made-by"}, {}, {}, {}, 30});
+  auto made_by = c.fixture_exec(first.id, {{"cat", "/made-by"}, {}, {}, {}, 30}, waiter.id());
   CHECK(made_by.exit_code != 0);
   auto ready = c.fixture_ready(first.id, waiter.id(), {{"by", waiter.name()}});
   CHECK(ready.state == "ready");

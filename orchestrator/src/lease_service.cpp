@@ -824,7 +824,8 @@ protocol::fixture_view lease_service::fixture_view_for(const fixture& f, const s
   }
   v.port = f.port;
   v.data = f.data;
-  if (f.state != "gone" && !f.making) v.sandbox = f.sandbox;
+  // A fixture being set up is its creator's alone: nobody else learns of a half-made sandbox.
+  if (!f.making && (f.state == "ready" || v.role == "creator")) v.sandbox = f.sandbox;
   v.creations = f.creations;
   v.holders = static_cast<int>(f.holders.size());
   v.error = f.error;
@@ -1045,7 +1046,8 @@ protocol::fixture_view lease_service::fixture_ready(const std::string& id, proto
   return fixture_view_for(*f, req.lease);
 }
 
-asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::string& id, protocol::exec_request req) {
+asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::string& id, const std::string& lease_id,
+                                                                  protocol::exec_request req) {
   auto f = find_fixture(id);
   if (f->state == "gone") {
     throw api_error(errc::lease_gone, fmt::format("fixture '{}' is gone: {}", f->name,
@@ -1054,6 +1056,11 @@ asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::st
   if (f->making || !f->sandbox) {
     throw api_error(errc::lease_not_ready, fmt::format("fixture '{}' has no sandbox yet; wait with GET /v1/fixtures/{}",
                                                        f->name, id));
+  }
+  if (f->state == "creating" && lease_id != f->creator) {
+    throw api_error(errc::conflict, fmt::format("fixture '{}' is being set up by lease {}; wait until it is ready "
+                                                "with GET /v1/fixtures/{}?lease=<your lease>&wait_s=30",
+                                                f->name, f->creator, id));
   }
   co_return co_await exec_in(f->sandbox->id, "fixture " + f->name, std::move(req));
 }

@@ -81,8 +81,9 @@ class lease_service {
                                                              int wait_s);
   /// POST /v1/fixtures/{id}/ready: the creator publishes it.
   protocol::fixture_view fixture_ready(const std::string& id, protocol::fixture_ready_request req);
-  /// POST /v1/fixtures/{id}/exec.
-  boost::asio::awaitable<protocol::exec_result> fixture_exec(const std::string& id, protocol::exec_request req);
+  /// POST /v1/fixtures/{id}/exec?lease=L: while it is being set up, only its creator may.
+  boost::asio::awaitable<protocol::exec_result> fixture_exec(const std::string& id, const std::string& lease_id,
+                                                             protocol::exec_request req);
 
   /// GET /v1/runs/{id}.
   run_timeline run(const std::string& id) const;

@@ -207,7 +207,8 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
     if (seg.size() == 4 && seg[3] == "exec") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
       auto body = protocol::parse_body<protocol::exec_request>(req.body());
-      co_return json_response(200, co_await service_.fixture_exec(id, std::move(body)), req);
+      const std::string lease = query_string(t.query, "lease");
+      co_return json_response(200, co_await service_.fixture_exec(id, lease, std::move(body)), req);
     }
   }
   if (seg.size() == 2 && seg[1] == "runs") {

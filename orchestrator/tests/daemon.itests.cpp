@@ -27,6 +27,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <latch>
 #include <mutex>
@@ -156,6 +157,81 @@ protocol::lease_view wait_settled(const client::client& c, const std::string& id
   }
   return v;
 }
+
+/// A client in a child process, for tests that kill one with SIGKILL. `body` runs in the child and
+/// calls `report_and_wait(line)` once it holds what it should: the line goes to the parent, and the
+/// child sleeps until it is killed (at the latest when this object goes out of scope, or when the
+/// test process dies). An exception in `body` is reported as "ERR <what>".
+class client_process {
+ public:
+  using report_fn = std::function<void(const std::string&)>;
+
+  explicit client_process(const std::function<void(const report_fn&)>& body) {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    const pid_t parent = getpid();
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      // Never returns into Catch.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(3);
+      ::close(fds[0]);
+      auto send = [fd = fds[1]](const std::string& line) {
+        const std::string msg = line + "\n";
+        (void)!::write(fd, msg.data(), msg.size());
+      };
+      try {
+        body([&](const std::string& line) {
+          send(line);
+          for (;;) ::pause();
+        });
+        send("ERR the client body returned without reporting");
+      } catch (const std::exception& e) {
+        send(fmt::format("ERR {}", e.what()));
+      } catch (...) {
+        send("ERR unknown exception");
+      }
+      _exit(1);
+    }
+    ::close(fds[1]);
+    fd_ = fds[0];
+  }
+  client_process(const client_process&) = delete;
+  client_process& operator=(const client_process&) = delete;
+  ~client_process() {
+    kill();
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  /// The child's report line (without the newline); waits at most 120 s for it.
+  const std::string& report() {
+    const auto deadline = std::chrono::steady_clock::now() + 120s;
+    while (report_.find('\n') == std::string::npos && fd_ >= 0 && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 1000) <= 0) continue;
+      char buf[512];
+      const ssize_t n = ::read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      report_.append(buf, static_cast<std::size_t>(n));
+    }
+    if (auto nl = report_.find('\n'); nl != std::string::npos) report_.resize(nl);
+    return report_;
+  }
+
+  /// SIGKILL, and reap it.
+  void kill() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string report_;
+};
 
 /// A daemon error body, decoded; `code` is empty when the body is not one.
 struct api_error_seen {
@@ -464,57 +540,15 @@ TEST_CASE("a client killed while holding a lease loses its sandbox within ttl", 
   daemon_process d(instance, 2);
   const client::client c(d.url());
 
-  int fds[2];
-  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
   const std::string url = d.url();
   const protocol::lease_request req = lease_of(test_image(), "killed-client", /*ttl_s=*/5);
-  const pid_t parent = getpid();
-  const pid_t child = ::fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    // The client process: lease (heartbeating in the background), report, then hang until killed.
-    // It never returns into Catch.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(3);
-    ::close(fds[0]);
-    std::string msg;
-    try {
-      const client::client own(url);
-      auto lease = client::lease::acquire(own, req, 120s);
-      msg = fmt::format("OK {} {}\n", lease.id(), lease.sandbox().id);
-      (void)!::write(fds[1], msg.data(), msg.size());
-      for (;;) ::pause();
-    } catch (const std::exception& e) {
-      msg = fmt::format("ERR {}\n", e.what());
-    } catch (...) {
-      msg = "ERR unknown exception\n";
-    }
-    (void)!::write(fds[1], msg.data(), msg.size());
-    _exit(1);
-  }
-  ::close(fds[1]);
-  struct child_guard {
-    pid_t pid;
-    bool reaped = false;
-    ~child_guard() {
-      if (reaped) return;
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } guard{child};
-
-  // Read the child's report, bounded.
-  std::string report;
-  const auto deadline = std::chrono::steady_clock::now() + 120s;
-  while (report.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fds[0], POLLIN, 0};
-    if (::poll(&p, 1, 1000) <= 0) continue;
-    char buf[512];
-    ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n <= 0) break;
-    report.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fds[0]);
+  client_process child([&](const client_process::report_fn& report_and_wait) {
+    // Leases (heartbeating in the background), reports, then hangs until killed.
+    const client::client own(url);
+    auto lease = client::lease::acquire(own, req, 120s);
+    report_and_wait(fmt::format("OK {} {}", lease.id(), lease.sandbox().id));
+  });
+  const std::string report = child.report();
   INFO("client process reported: " << report);
   REQUIRE(report.rfind("OK ", 0) == 0);
   std::istringstream fields(report.substr(3));
@@ -524,9 +558,7 @@ TEST_CASE("a client killed while holding a lease loses its sandbox within ttl", 
   REQUIRE(!container_id.empty());
   REQUIRE(engine.container_exists(container_id));
 
-  REQUIRE(::kill(child, SIGKILL) == 0);
-  REQUIRE(::waitpid(child, nullptr, 0) == child);
-  guard.reaped = true;
+  child.kill();
   const auto killed_at = std::chrono::steady_clock::now();
 
   // ttl_s=5, so the sandbox must be gone well within 15 s of the last heartbeat.
@@ -886,4 +918,110 @@ TEST_CASE("a daemon drives a remote engine over tcp", "[daemon]") {
   }
   CHECK(engine.containers_of(instance).empty());
   CHECK(forwarder.connections() > 0);  // the daemon really went through the tcp:// address
+}
+
+TEST_CASE("two runs on one slot take turns whatever their queue lengths", "[daemon][runs]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("runs");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d(instance, 1);
+  const client::client c(d.url());
+
+  // Run A queues four leases, then run B two; the one slot is A's first.
+  auto queue = [&](const std::string& run, const std::string& test) {
+    auto req = lease_of(test_image(), test);
+    req.run = run;
+    return c.create(req).id;
+  };
+  const std::string a = fmt::format("itest-{}-a", getpid()), b = fmt::format("itest-{}-b", getpid());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(queue(a, fmt::format("a{}", i)));
+  for (int i = 0; i < 2; ++i) ids.push_back(queue(b, fmt::format("b{}", i)));
+  auto name_of = [&](const std::string& id) { return c.get(id).test; };
+
+  std::vector<std::string> served;
+  std::string current = ids[0];
+  for (int turn = 0; turn < 5; ++turn) {
+    REQUIRE(c.get(current, 60).state == lease_state::ready);
+    served.push_back(name_of(current));
+    c.release(current);
+    // Exactly one queued lease is admitted next: find it.
+    std::string next;
+    wait_until([&] {
+      for (const auto& id : ids) {
+        auto v = c.get(id);
+        if (v.state != lease_state::queued && !protocol::is_final(v.state)) next = id;
+      }
+      return !next.empty();
+    }, 30s, 50ms);
+    REQUIRE(!next.empty());
+    current = next;
+  }
+  served.push_back(name_of(current));
+  c.release(current);
+  CHECK(served == std::vector<std::string>{"a0", "b0", "a1", "b1", "a2", "a3"});
+  // The runs' timelines agree, and each run's leases got the one lane.
+  auto run_a = json::parse(c.request("GET", "/v1/runs/" + a).body);
+  REQUIRE(run_a.at("leases").size() == 4);
+  for (const auto& l : run_a.at("leases")) CHECK(l.at("lanes") == json::array({0}));
+  CHECK(engine.containers_of(instance).empty());
+}
+
+TEST_CASE("a fixture whose creator is killed mid-setup is made anew for a waiter", "[daemon][fixtures]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("fixture");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d(instance, 3);
+  const client::client c(d.url());
+  const std::string url = d.url();
+
+  protocol::fixture_request spec;
+  spec.name = "half-made";
+  spec.image = test_image();
+  spec.grace_s = 0;
+  // The creator: a process holding a lease (ttl 3 s) that starts the setup and dies in it. Its
+  // request is made here, so that it is of this process's run.
+  const auto creator_req = lease_of(test_image(), "creator", /*ttl_s=*/3);
+  client_process creator([&](const client_process::report_fn& report_and_wait) {
+    const client::client own(url);
+    auto lease = client::lease::acquire(own, creator_req, 120s);
+    auto f = own.acquire_fixture(lease.id(), spec);
+    if (f.role != "creator" || !f.sandbox) throw std::runtime_error("expected to create the fixture, got " + f.role);
+    protocol::exec_request half;
+    half.argv = {"touch", "/half-done"};
+    own.fixture_exec(f.id, half, lease.id());
+    report_and_wait(fmt::format("OK {} {}", f.id, f.sandbox->id));
+  });
+  const std::string report = creator.report();
+  INFO("creator reported: " << report);
+  REQUIRE(report.rfind("OK ", 0) == 0);
+  std::istringstream fields(report.substr(3));
+  std::string fixture_id, first_sandbox;
+  fields >> fixture_id >> first_sandbox;
+
+  auto waiter = client::lease::acquire(c, lease_of(test_image(), "waiter"), 120s);
+  auto seen = c.acquire_fixture(waiter.id(), spec);
+  CHECK(seen.id == fixture_id);
+  CHECK(seen.role == "waiting");
+  CHECK(!seen.sandbox);  // never the half-made one
+
+  creator.kill();
+  // Its lease expires within ttl_s; the waiter's long-poll then returns with the creator role.
+  auto now = c.get_fixture(fixture_id, waiter.id(), 30);
+  REQUIRE(now.role == "creator");
+  CHECK(now.creations == 2);
+  REQUIRE(now.sandbox);
+  CHECK(now.sandbox->id != first_sandbox);
+  CHECK(!engine.container_exists(first_sandbox));
+  protocol::exec_request probe;
+  probe.argv = {"test", "-e", "/half-done"};
+  CHECK(c.request("POST", "/v1/fixtures/" + fixture_id + "/exec", R"({"argv":["true"]})").status == 409);
+  CHECK(c.fixture_exec(fixture_id, probe, waiter.id()).exit_code == 1);
+  auto ready = c.fixture_ready(fixture_id, waiter.id(), json{{"by", "waiter"}});
+  CHECK(ready.state == "ready");
+
+  // Its last holder gone (grace 0), the fixture is torn down with its sandbox.
+  waiter.release();
+  CHECK(wait_until([&] { return c.get_fixture(fixture_id, "").state == "gone"; }, 10s));
+  CHECK(wait_until([&] { return engine.containers_of(instance).empty(); }, 10s));
 }

@@ -229,8 +229,10 @@ protocol::fixture_view client::fixture_ready(const std::string& fixture_id, cons
   return decode<protocol::fixture_view>(j, "POST", join_url(opts_.url, target), 200);
 }
 
-protocol::exec_result client::fixture_exec(const std::string& fixture_id, const protocol::exec_request& req) const {
-  std::string target = fmt::format("{}/fixtures/{}/exec", protocol::api_prefix, fixture_id);
+protocol::exec_result client::fixture_exec(const std::string& fixture_id, const protocol::exec_request& req,
+                                           const std::string& lease_id) const {
+  std::string target = fmt::format("{}/fixtures/{}/exec{}", protocol::api_prefix, fixture_id,
+                                   lease_id.empty() ? std::string() : "?lease=" + lease_id);
   json j = call("POST", target, json(req).dump(), 200, seconds{std::max(req.timeout_s, 0)});
   return decode<protocol::exec_result>(j, "POST", join_url(opts_.url, target), 200);
 }
@@ -249,7 +251,7 @@ protocol::exec_result fixture::exec(std::vector<std::string> argv, std::optional
   req.argv = std::move(argv);
   req.stdin_data = std::move(stdin_data);
   req.timeout_s = timeout_s;
-  return client_.fixture_exec(view_.id, req);
+  return client_.fixture_exec(view_.id, req, lease_id_);
 }
 
 // --- lease ------------------------------------------------------------------------------------
@@ -443,7 +445,7 @@ fixture lease::hold_fixture(const protocol::fixture_request& req,
     }
     if (v.role == "creator") {
       // Ours to set up: a fresh sandbox nobody else uses until we publish it.
-      json data = setup(fixture(c, v));
+      json data = setup(fixture(c, v, s_->id_));
       v = c.fixture_ready(v.id, s_->id_, data.is_null() ? json::object() : data);
       continue;
     }
@@ -455,7 +457,7 @@ fixture lease::hold_fixture(const protocol::fixture_request& req,
     }
     v = c.get_fixture(v.id, s_->id_, static_cast<int>(std::min<seconds::rep>(remaining.count(), 30)));
   }
-  return fixture(c, v);
+  return fixture(c, v, s_->id_);
 }
 
 std::optional<std::string> lease::heartbeat_error() const {

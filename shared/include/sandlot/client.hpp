@@ -86,8 +86,10 @@ class client {
   /// POST /v1/fixtures/{id}/ready.
   protocol::fixture_view fixture_ready(const std::string& fixture_id, const std::string& lease_id,
                                        const nlohmann::json& data) const;
-  /// POST /v1/fixtures/{id}/exec.
-  protocol::exec_result fixture_exec(const std::string& fixture_id, const protocol::exec_request& req) const;
+  /// POST /v1/fixtures/{id}/exec?lease=L. While the fixture is being set up only its creator's
+  /// lease may run commands in it.
+  protocol::exec_result fixture_exec(const std::string& fixture_id, const protocol::exec_request& req,
+                                     const std::string& lease_id = {}) const;
 
   /// GET /v1/runs/{id}: the run's timeline and summary (docs/reports.md). Run ids go into the
   /// URL as they are: keep them to letters, digits and - _ . :
@@ -114,7 +116,8 @@ class client {
 /// A once-per-run fixture held by a lease (the hold ends with the lease).
 class fixture {
  public:
-  fixture(const client& c, protocol::fixture_view v) : client_(c), view_(std::move(v)) {}
+  fixture(const client& c, protocol::fixture_view v, std::string lease_id)
+      : client_(c), view_(std::move(v)), lease_id_(std::move(lease_id)) {}
   const std::string& id() const noexcept { return view_.id; }
   const std::string& name() const noexcept { return view_.name; }
   /// The loopback TCP port the daemon reserved for it (SANDLOT_PORT inside), if it asked for one.
@@ -129,6 +132,7 @@ class fixture {
  private:
   client client_;
   protocol::fixture_view view_;
+  std::string lease_id_;  // the holder
 };
 
 /// An RAII lease: acquired ready, heartbeated from a background thread, released on destruction.
