@@ -37,8 +37,35 @@ void broker::enqueue(request r) {
   for (const auto& l : r.locks) {
     if (!names.insert(l.name).second) throw std::invalid_argument("lock '" + l.name + "' is named twice");
   }
+  // A run that has nothing queued or admitted (new, or back after a pause) goes just before the
+  // run served last: ahead of it, so a newcomer gets its turn at once, but behind every run that
+  // has waited longer, so runs that come and go cannot starve a waiting (wide) lease.
+  last_served_.try_emplace(r.run, tick_ > 0 ? tick_ - 1 : 0);
   queue_.push_back(std::move(r));
   plan_.reset();
+}
+
+std::string broker::self_deadlock(const request& r) const {
+  if (r.holder.empty()) return {};
+  int held_slots = 0;
+  for (const auto& [id, h] : admitted_) {
+    if (h.req.holder != r.holder) continue;
+    held_slots += h.req.slots;
+    for (const auto& want : r.locks) {
+      for (const auto& have : h.req.locks) {
+        if (have.name == want.name && (have.exclusive || want.exclusive)) {
+          return "this test already holds lock '" + want.name + "' (lease " + id + ") in a mode that conflicts " +
+                 "with this request, so it waits until the test releases that lease";
+        }
+      }
+    }
+  }
+  if (held_slots + r.slots > slots_total_) {
+    return "this test already holds " + std::to_string(held_slots) + " slot(s) and asks for " +
+           std::to_string(r.slots) + " more, beyond the budget of " + std::to_string(slots_total_) +
+           "; it waits until the test releases some";
+  }
+  return {};
 }
 
 bool broker::cancel(const std::string& lease_id) {
@@ -72,10 +99,7 @@ std::vector<const broker::request*> broker::fair_order() const {
   for (const auto& r : queue_) {
     if (std::find(runs.begin(), runs.end(), r.run) == runs.end()) runs.push_back(r.run);
   }
-  auto served = [this](const std::string& run) {
-    auto it = last_served_.find(run);
-    return it == last_served_.end() ? 0ULL : it->second;
-  };
+  auto served = [this](const std::string& run) { return last_served_.at(run); };
   std::stable_sort(runs.begin(), runs.end(),
                    [&](const std::string& a, const std::string& b) { return served(a) < served(b); });
   std::vector<std::vector<const request*>> per_run;
@@ -109,7 +133,8 @@ void broker::take(const request& r, std::vector<admission>& out) {
   slots_in_use_ += r.slots;
   add_uses(locks_, r.locks);
   if (!r.holder.empty()) ++holders_[r.holder];
-  last_served_[r.run] = ++tick_;
+  tick_ += 2;  // even: served runs; odd: runs that came in between
+  last_served_[r.run] = tick_;
   out.push_back(admission{r.lease_id, h.lanes});
   const std::string id = r.lease_id;
   admitted_.emplace(id, std::move(h));
@@ -119,38 +144,39 @@ void broker::take(const request& r, std::vector<admission>& out) {
 
 std::vector<broker::admission> broker::admit() {
   std::vector<admission> out;
-  plan_.reset();
-  // Holders mid-test first, if their slots and locks are free now.
-  for (bool again = true; again;) {
-    again = false;
-    for (const request* r : fair_order()) {
-      auto h = r->holder.empty() ? holders_.end() : holders_.find(r->holder);
-      if (h == holders_.end() || h->second <= 0 || r->slots > slots_free() || blocked_lock(r->locks, nullptr)) {
-        continue;
-      }
-      take(*r, out);
-      again = true;
-      break;
-    }
-  }
-  // Then the fair order, one at a time, since each admission turns the rotation.
-  for (;;) {
-    std::map<std::string, lock_use> claims;
-    bool slots_blocked = false;
-    const request* pick = nullptr;
-    for (const request* r : fair_order()) {
-      const bool waits = blocked_lock(r->locks, &claims).has_value() || slots_blocked || r->slots > slots_free();
-      if (!waits) {
-        pick = r;
-        break;
-      }
-      if (!blocked_lock(r->locks, &claims)) slots_blocked = true;
-      add_uses(claims, r->locks);
-    }
-    if (pick == nullptr) break;
-    take(*pick, out);
-  }
+  // One admission at a time, each by the rules in order, until nothing more fits: admitting a
+  // test's first lease can make its next one a holder's, and every admission turns the rotation.
+  while (const request* pick = next_admissible()) take(*pick, out);
+  if (!out.empty()) plan_.reset();
   return out;
+}
+
+const broker::request* broker::next_admissible() const {
+  const auto order = fair_order();
+  // Holders mid-test first, if their slots and locks are free now.
+  for (const request* r : order) {
+    auto h = r->holder.empty() ? holders_.end() : holders_.find(r->holder);
+    if (h != holders_.end() && h->second > 0 && r->slots <= slots_free() && !blocked_lock(r->locks, nullptr)) {
+      return r;
+    }
+  }
+  // Then the fair order: a lease blocked by slots blocks those behind it; one blocked by a lock
+  // does not, but claims its locks.
+  std::map<std::string, lock_use> claims;
+  bool slots_blocked = false;
+  for (const request* r : order) {
+    if (blocked_lock(r->locks, &claims)) {
+      add_uses(claims, r->locks);
+      continue;
+    }
+    if (slots_blocked || r->slots > slots_free()) {
+      slots_blocked = true;
+      add_uses(claims, r->locks);
+      continue;
+    }
+    return r;
+  }
+  return nullptr;
 }
 
 bool broker::release(const std::string& lease_id) {
@@ -189,20 +215,15 @@ void broker::forget_idle_run(const std::string& run) {
 }
 
 broker::plan broker::make_plan() const {
-  // What would wait if admit() ran now, and why: the same rules, on a copy.
+  // Why each queued lease waits, by the same rules as next_admissible() (admit() always runs to
+  // a fixed point, so nothing queued could be admitted now).
   plan p;
-  broker dry = *this;
-  dry.plan_.reset();
-  dry.admit();
   std::map<std::string, lock_use> claims;
-  for (const request* r : dry.fair_order()) {
-    auto lock = dry.blocked_lock(r->locks, &claims);
+  for (const request* r : fair_order()) {
+    auto lock = blocked_lock(r->locks, &claims);
     p.why[r->lease_id] = lock ? "lock:" + *lock : std::string("slots");
     add_uses(claims, r->locks);
-  }
-  // Positions refer to this broker's queue (the dry copy's requests are its own).
-  for (const request* r : fair_order()) {
-    if (p.why.count(r->lease_id) != 0) p.order.push_back(r);
+    p.order.push_back(r);
   }
   return p;
 }

@@ -2,9 +2,10 @@
 // without an engine.
 //
 // Order. The queue is fair between runs and FIFO within one: the queued leases are read as a
-// round-robin of the runs' own queues, starting with the run served least recently (a run never
-// served comes first). Admitting a lease of a run makes it the most recently served, so two ctest
-// invocations sharing a daemon take turns instead of one waiting for the other to finish.
+// round-robin of the runs' own queues, starting with the run served least recently. A run that
+// comes in (or back after a pause) goes just ahead of the run served last. Admitting a lease of a
+// run makes it the most recently served, so two ctest invocations sharing a daemon take turns
+// instead of one waiting for the other to finish.
 //
 // Slots. In that order, a lease that needs more slots than are free blocks the ones behind it, so
 // a wide lease is never starved by a stream of narrow ones.
@@ -52,6 +53,9 @@ class broker {
   /// Appends a lease to its run's queue. Throws std::invalid_argument unless
   /// 1 <= slots <= slots_total(), or if a lock is named twice.
   void enqueue(request r);
+  /// Why `r` cannot be admitted until its own holder releases a lease, or empty: the holder's
+  /// admitted leases hold a lock `r` wants in a conflicting mode, or leave too few slots for it.
+  std::string self_deadlock(const request& r) const;
   /// Removes a queued lease; false if it is not queued.
   bool cancel(const std::string& lease_id);
   /// Admits what may start now (see the rules above), in order.
@@ -89,6 +93,8 @@ class broker {
   std::optional<std::string> blocked_lock(const std::vector<lock_request>& locks,
                                           const std::map<std::string, lock_use>* claims) const;
   std::vector<const request*> fair_order() const;
+  /// The queued lease the rules admit next, or nullptr.
+  const request* next_admissible() const;
   plan make_plan() const;
   /// Counts `locks` as held (or claimed) in `uses`.
   static void add_uses(std::map<std::string, lock_use>& uses, const std::vector<lock_request>& locks);

@@ -246,8 +246,12 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   l->name = next_lease_name(req);
   l->req = std::move(req);
   l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
+  broker::request queued{l->id, l->req.slots, l->req.run, holder_of(l->req), broker_locks(l->req.locks)};
+  // Not refused: a test may queue a lease and then release the one in its way (the wide-lease
+  // test does). If it never does, the log says why its lease waits forever.
+  const std::string self_block = broker_.self_deadlock(queued);
   // First: if it throws, nothing is left behind.
-  broker_.enqueue(broker::request{l->id, l->req.slots, l->req.run, holder_of(l->req), broker_locks(l->req.locks)});
+  broker_.enqueue(std::move(queued));
   leases_[l->id] = l;
   auto& r = runs_[l->req.run];
   if (r.leases.empty() && r.fixtures.empty()) {
@@ -262,6 +266,7 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   ++leases_created_;
   spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
                l->req.slots, l->req.test);
+  if (!self_block.empty()) spdlog::warn("lease {} waits for its own test: {}", l->id, self_block);
   pump();
   // The view from before pump() says "queued"; an admitted lease reports its new state on GET.
   return {view(*l), true};
@@ -417,6 +422,10 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
       }
     }
     broker_.release(l->id);
+  }
+  // Holds taken while the sandbox was being removed go too.
+  for (const auto& fid : std::exchange(l->fixtures, {})) {
+    if (auto f = fixtures_.find(fid); f != fixtures_.end()) drop_fixture_hold(f->second, l->id);
   }
   l->ended_at = clock::now();
   if (auto r = runs_.find(l->req.run); r != runs_.end()) r->second.last_activity = l->ended_at;
@@ -606,6 +615,8 @@ asio::awaitable<void> lease_service::shutdown() {
   for (auto& [id, f] : fixtures_) {
     if (f->state != "gone") co_await teardown_fixture(f, "orchestratord shut down");
   }
+  // A fixture sandbox still being made is removed by its build once it lands; wait for that.
+  while (fixture_builds_ > 0) co_await idle_.wait();
   try {
     co_await provider_.remove_all_own();
   } catch (const std::exception& e) {
@@ -854,6 +865,9 @@ asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std
                                                                        protocol::fixture_request req) {
   auto l = find(lease_id);
   if (protocol::is_final(l->state)) throw gone(*l);
+  if (l->finishing || l->stop) {
+    throw api_error(errc::lease_gone, fmt::format("lease {} is ending; it can no longer hold a fixture", lease_id));
+  }
   if (l->state != lease_state::ready) {
     throw api_error(errc::lease_not_ready, fmt::format("lease {} is {}; fixtures are held by ready leases: wait "
                                                        "with GET /v1/leases/{}?wait_s=30 first",
@@ -894,13 +908,29 @@ asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std
   runs_[f->run].fixtures.push_back(f);
   spdlog::info("fixture {} ({}) of run {}: created for lease {}", f->id, f->name, f->run, lease_id);
   co_await build_fixture(f);
-  if (f->state == "gone" && f->error) throw api_error(errc::sandbox_failed, f->error->message);
+  if (f->state == "gone" && f->error) {
+    throw api_error(protocol::code_from_string(f->error->code), f->error->message);
+  }
   co_return fixture_view_for(*f, lease_id);
+}
+
+asio::awaitable<protocol::sandbox_info> lease_service::make_fixture_sandbox(std::string fixture_id, std::string name,
+                                                                            protocol::lease_request spec) {
+  co_await gate_.ensure(spec.image);
+  const sandbox_spec made{fixture_id, "fixture-" + name, spec};
+  co_return co_await provider_.create(made);
 }
 
 asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
   if (f->making || f->state != "creating") co_return;
   f->making = true;
+  ++fixture_builds_;
+  struct build_guard {
+    lease_service& s;
+    ~build_guard() {
+      if (--s.fixture_builds_ == 0) s.idle_.notify_all();
+    }
+  } guard{*this};
   f->changed.notify_all();
   if (f->sandbox) {
     // Its creator left before publishing it: nobody gets a half-made fixture.
@@ -929,15 +959,28 @@ asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
   spec_req.cpus = f->spec.cpus;
   spec_req.pids_limit = f->spec.pids_limit;
   std::string failure;
-  try {
-    co_await gate_.ensure(f->spec.image);
-    // Named, not a temporary: GCC 12 ends temporaries inside co_await expressions too early.
-    const sandbox_spec spec{f->id, "fixture-" + f->name, spec_req};
-    auto made = co_await provider_.create(spec);
-    ++f->creations;
-    f->sandbox = std::move(made);
-  } catch (const std::exception& e) {
-    failure = e.what();
+  {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(ex_, opts_.fixture_make_timeout);
+    auto raced = co_await (capture(make_fixture_sandbox(f->id, f->name, spec_req)) ||
+                           timer.async_wait(asio::use_awaitable));
+    if (raced.index() == 1) {
+      failure = fmt::format("not made within {} s (pull and create)", opts_.fixture_make_timeout.count());
+      try {
+        co_await provider_.remove_lease(f->id);  // a create cut short may still land
+      } catch (const std::exception& e) {
+        spdlog::warn("fixture {}: {}", f->id, e.what());
+      }
+    } else if (auto& [made, error] = std::get<0>(raced); error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    } else {
+      ++f->creations;
+      f->sandbox = std::move(made);
+    }
   }
   f->making = false;
   if (!failure.empty()) {

@@ -39,6 +39,7 @@ struct service_options {
   std::size_t exec_output_limit = 8 * 1024 * 1024;
   int fixture_port_min = 41000;  // loopback TCP ports handed to fixtures that ask for one
   int fixture_port_max = 41999;
+  std::chrono::seconds fixture_make_timeout{300};  // pull and create of a fixture's sandbox
   std::chrono::minutes keep_runs{60};  // how long an idle run's timeline is kept
 };
 
@@ -134,6 +135,8 @@ class lease_service {
   protocol::fixture_view fixture_view_for(const fixture& f, const std::string& lease_id) const;
   /// Makes (or remakes, after its creator left) the fixture's sandbox for its first holder.
   boost::asio::awaitable<void> build_fixture(fixture_ptr f);
+  boost::asio::awaitable<protocol::sandbox_info> make_fixture_sandbox(std::string fixture_id, std::string name,
+                                                                      protocol::lease_request spec);
   boost::asio::awaitable<void> teardown_fixture(fixture_ptr f, std::string reason);
   void drop_fixture_hold(const fixture_ptr& f, const std::string& lease_id);
   std::optional<int> pick_port();
@@ -149,6 +152,7 @@ class lease_service {
   std::map<std::string, run_record> runs_;
   std::map<std::string, fixture_ptr> fixtures_;  // by id, gone ones until their run is forgotten
   std::vector<int> ports_in_use_;
+  int fixture_builds_ = 0;  // build_fixture calls in progress; shutdown waits for them
   int next_port_ = 0;
   std::uint64_t name_counter_ = 0;
   bool prepull_done_ = false;

@@ -379,3 +379,53 @@ TEST_CASE("a lock named twice in one lease is refused", "[broker][locks]") {
   CHECK_THROWS_AS(b.enqueue("twice", 1, {}, "run", {shared("x"), exclusive("x")}), std::invalid_argument);
   CHECK(b.queue_length() == 0);
 }
+
+TEST_CASE("a test's second lease is admitted in the same pass that admits its first", "[broker]") {
+  broker b(3);
+  b.enqueue("t-first", 1, "run\nT", "run");
+  b.enqueue("wide", 3, "run\nW", "run");
+  b.enqueue("t-second", 1, "run\nT", "run");
+  // t-first fits; then t-second is a holder's lease that fits, though the wide one waits ahead.
+  CHECK(b.admit() == ids{"t-first", "t-second"});
+  CHECK(b.waiting_for("wide") == "slots");
+}
+
+TEST_CASE("runs that come and go do not starve a wide lease of another run", "[broker][runs]") {
+  broker b(2);
+  b.enqueue("r1-0", 1, {}, "r1");
+  b.enqueue("r2-0", 1, {}, "r2");
+  REQUIRE(b.admit() == ids{"r1-0", "r2-0"});
+  b.enqueue("wide", 2, {}, "r1");  // r1 was served before: it is not a newcomer
+  REQUIRE(b.release("r1-0"));
+  // Like ctest: other runs release a lease, then their next test asks for a new one. Each time a
+  // run has nothing left it goes idle for a moment, and must not come back ahead of the wide lease.
+  std::vector<std::string> held{"r2-0"};
+  bool wide_admitted = false;
+  for (int i = 1; i <= 8 && !wide_admitted; ++i) {
+    const std::string run = i % 2 == 0 ? "r2" : "r3";
+    const std::string id = run + "-" + std::to_string(i);
+    b.enqueue(id, 1, {}, run);
+    for (const auto& a : b.admit()) {
+      if (a == "wide") wide_admitted = true; else held.push_back(a);
+    }
+    if (!held.empty() && !wide_admitted) {
+      REQUIRE(b.release(held.front()));
+      held.erase(held.begin());
+      for (const auto& a : b.admit()) {
+        if (a == "wide") wide_admitted = true; else held.push_back(a);
+      }
+    }
+  }
+  CHECK(wide_admitted);
+}
+
+TEST_CASE("a lease that would wait for its own test's lease is named as a self-deadlock", "[broker][locks]") {
+  sandlot::orchestrator::broker b(3);
+  b.enqueue({"t-first", 2, "run", "run\nT", {exclusive("db")}});
+  REQUIRE(b.admit().size() == 1);
+  using req = sandlot::orchestrator::broker::request;
+  CHECK_THAT(b.self_deadlock(req{"t-shared", 1, "run", "run\nT", {shared("db")}}), Catch::Contains("lock 'db'"));
+  CHECK_THAT(b.self_deadlock(req{"t-wide", 2, "run", "run\nT", {}}), Catch::Contains("beyond the budget"));
+  CHECK(b.self_deadlock(req{"t-ok", 1, "run", "run\nT", {shared("other")}}).empty());
+  CHECK(b.self_deadlock(req{"u-db", 1, "run", "run\nU", {shared("db")}}).empty());  // another test just waits
+}
