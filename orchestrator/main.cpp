@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   docker_client engine(ioc.get_executor(), engine_addr);
   docker_provider provider(engine, cfg->instance);
   lease_service service(ioc.get_executor(), provider, cfg->service());
-  router api(service);
+  router api(service, cfg->token);
 
   const std::string host = cfg->listen_host == "localhost" ? "127.0.0.1" : cfg->listen_host;
   std::optional<listener> server;
@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
         auto ep = server->local_endpoint();
         spdlog::info("orchestratord '{}' listening on http://{}:{} with {} slot(s)", cfg->instance,
                      ep.address().to_string(), ep.port(), cfg->slots);
+        if (!cfg->token.empty()) {
+          spdlog::info("every request but /healthz needs the bearer token of {}", cfg->token_file);
+        }
         co_await server->run();
       },
       [&](std::exception_ptr e) {

@@ -6,7 +6,9 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -100,6 +102,27 @@ void from_toml(const toml::table& t, const char* key, CLI::App& app, const char*
 
 }  // namespace
 
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(fmt::format("--token-file {}: cannot be read; check the path and its permissions", path));
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) {
+    token.pop_back();
+  }
+  if (token.empty()) {
+    throw std::runtime_error(fmt::format("--token-file {} is empty; put a long random token in it, e.g. "
+                                         "head -c 32 /dev/urandom | base64 > {}", path, path));
+  }
+  if (token.size() > 4096) throw std::runtime_error(fmt::format("--token-file {}: the token is over 4096 bytes", path));
+  for (char ch : token) {
+    if (ch < 0x21 || ch > 0x7e) {
+      throw std::runtime_error(fmt::format("--token-file {}: the token may only hold printable ASCII without spaces "
+                                           "(it travels in an HTTP header)", path));
+    }
+  }
+  return token;
+}
+
 bool is_loopback(const std::string& host) {
   if (host == "localhost") return true;
   boost::system::error_code ec;
@@ -129,7 +152,10 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                  "it from this host's CPUs and memory (logged at start; docs/sizing.md)")
       ->type_name("N|auto")
       ->check(CLI::Validator([](std::string& v) { return slots_problem(v); }, ""));
-  app.add_option("--listen", c.listen, "HOST:PORT for the HTTP API; loopback only until auth exists");
+  app.add_option("--listen", c.listen, "HOST:PORT for the HTTP API; beyond loopback only with --token-file");
+  app.add_option("--token-file", c.token_file,
+                 "File holding a bearer token: every request but /healthz must send Authorization: Bearer "
+                 "<token> (clients: SANDLOT_TOKEN)");
   app.add_option("--docker-host", c.docker_host,
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
                  "unix:///var/run/docker.sock)");
@@ -180,6 +206,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
     from_toml(t, "instance", app, "--instance", c.instance);
     from_toml(t, "log_level", app, "--log-level", c.log_level);
+    from_toml(t, "token_file", app, "--token-file", c.token_file);
     // The file gets the same checks as the flags; a typo must not silently change behaviour
     // (spdlog turns an unknown level name into "off").
     auto in_range = [&](const char* key, int v, int lo, int hi) {
@@ -199,10 +226,11 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     }
   }
   split_listen(c);
-  if (!is_loopback(c.listen_host)) {
+  if (!c.token_file.empty()) c.token = read_token_file(c.token_file);
+  if (!is_loopback(c.listen_host) && c.token.empty()) {
     throw std::runtime_error(fmt::format(
-        "--listen {} is not a loopback address; orchestratord has no authentication yet, so it only "
-        "listens on 127.0.0.1 or ::1 (anyone reaching the port could start containers on this host)",
+        "--listen {} is not a loopback address; beyond loopback orchestratord needs --token-file, since "
+        "anyone reaching the port could start containers on this host",
         c.listen));
   }
   if (c.instance.empty()) c.instance = "orchestratord@" + c.listen;

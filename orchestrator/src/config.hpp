@@ -23,6 +23,8 @@ struct daemon_config {
   std::string instance;  // empty: derived from --listen
   std::string log_level = "info";
   std::string config_file;
+  std::string token_file;  // --token-file: every request but /healthz needs its bearer token
+  std::string token;       // read from token_file; never logged
 
   std::string listen_host;
   unsigned short listen_port = 0;
@@ -34,6 +36,10 @@ struct daemon_config {
 /// std::runtime_error with a message that says what to fix. `--slots auto` is resolved here, by
 /// measuring the host (sizing.hpp), so `slots` is always the number the daemon will use.
 std::optional<daemon_config> parse_config(int argc, char** argv);
+
+/// The bearer token in `path`: its content without trailing whitespace. Throws std::runtime_error
+/// saying what to fix when it cannot be read, is empty, or has characters a header cannot carry.
+std::string read_token_file(const std::string& path);
 
 /// True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback(const std::string& host);

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <string_view>
 
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -114,7 +116,35 @@ http_response error_response(errc code, std::string_view message, unsigned versi
                        keep_alive);
 }
 
+bool router::authorized(const http_request& req) const {
+  if (token_.empty()) return true;
+  const std::string_view target = req.target();
+  if (target == "/healthz" || target.rfind("/healthz?", 0) == 0) return true;
+  auto it = req.find(http::field::authorization);
+  if (it == req.end()) return false;
+  std::string_view got = it->value();
+  constexpr std::string_view scheme = "Bearer ";
+  if (got.size() < scheme.size() || !boost::beast::iequals(got.substr(0, scheme.size()), scheme)) return false;
+  got.remove_prefix(scheme.size());
+  // Constant time in the token: every byte of it is compared whatever the presented value is.
+  unsigned diff = got.size() == token_.size() ? 0U : 1U;
+  for (std::size_t i = 0; i < token_.size(); ++i) {
+    const unsigned char theirs = i < got.size() ? static_cast<unsigned char>(got[i]) : 0;
+    diff |= static_cast<unsigned>(static_cast<unsigned char>(token_[i]) ^ theirs);
+  }
+  return diff == 0;
+}
+
 asio::awaitable<http_response> router::handle(const http_request& req) {
+  if (!authorized(req)) {
+    // Says nothing about the daemon, its routes or the token beyond that one is needed.
+    auto res = error_response(errc::unauthorized,
+                              "this orchestratord needs Authorization: Bearer <token>; set SANDLOT_TOKEN to the "
+                              "token its operator gave you",
+                              req.version(), req.keep_alive());
+    res.set(http::field::www_authenticate, "Bearer");
+    co_return res;
+  }
   try {
     co_return co_await dispatch(req);
   } catch (const api_error& e) {

@@ -15,13 +15,17 @@ using http_response = boost::beast::http::response<boost::beast::http::string_bo
 
 class router {
  public:
-  explicit router(lease_service& service) : service_(service) {}
+  /// With a non-empty `token`, every request but GET /healthz needs `Authorization: Bearer <token>`.
+  explicit router(lease_service& service, std::string token = {})
+      : service_(service), token_(std::move(token)) {}
   /// Never throws: every failure becomes an error response.
   boost::asio::awaitable<http_response> handle(const http_request& req);
 
  private:
   boost::asio::awaitable<http_response> dispatch(const http_request& req);
+  bool authorized(const http_request& req) const;
   lease_service& service_;
+  std::string token_;
 };
 
 /// An error response with the contract's body.

@@ -113,6 +113,29 @@ TEST_CASE("a listen address that is not loopback is rejected", "[config]") {
   CHECK(parse({"--listen", "localhost:7345"}).listen_host == "localhost");
 }
 
+TEST_CASE("a token file sets the bearer token without its trailing newline", "[config][auth]") {
+  temp_toml token("token", "s3cret-Token_42\n");
+  auto c = parse({"--token-file", token.path()});
+  CHECK(c.token == "s3cret-Token_42");
+  CHECK(c.token_file == token.path());
+}
+
+TEST_CASE("a listen address beyond loopback is accepted only with a token file", "[config][auth]") {
+  temp_toml token("token-public", "s3cret\n");
+  auto c = parse({"--listen", "0.0.0.0:7345", "--token-file", token.path()});
+  CHECK(c.listen_host == "0.0.0.0");
+  CHECK_THROWS_WITH(parse({"--listen", "0.0.0.0:7345"}), Catch::Contains("--token-file"));
+}
+
+TEST_CASE("an empty unreadable or unprintable token file is rejected saying what to fix", "[config][auth]") {
+  temp_toml empty("token-empty", "\n");
+  CHECK_THROWS_WITH(parse({"--token-file", empty.path()}), Catch::Contains("is empty"));
+  temp_toml spaced("token-spaced", "two words\n");
+  CHECK_THROWS_WITH(parse({"--token-file", spaced.path()}), Catch::Contains("printable ASCII"));
+  const auto missing = (std::filesystem::temp_directory_path() / "sandlot-no-such-token").string();
+  CHECK_THROWS_WITH(parse({"--token-file", missing}), Catch::Contains("cannot be read"));
+}
+
 TEST_CASE("a listen address needs a valid port", "[config]") {
   CHECK_THROWS_WITH(parse({"--listen", "127.0.0.1"}), Catch::Contains("HOST:PORT"));
   CHECK_THROWS_WITH(parse({"--listen", "127.0.0.1:70000"}), Catch::Contains("invalid port"));

@@ -1025,3 +1025,50 @@ TEST_CASE("a fixture whose creator is killed mid-setup is made anew for a waiter
   CHECK(wait_until([&] { return c.get_fixture(fixture_id, "").state == "gone"; }, 10s));
   CHECK(wait_until([&] { return engine.containers_of(instance).empty(); }, 10s));
 }
+
+TEST_CASE("a daemon with a token file serves only clients that send its token", "[daemon][auth]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("auth");
+  leftover_guard cleanup(engine, instance);
+  const auto token_path = std::filesystem::temp_directory_path() / fmt::format("sandlot-token-{}", getpid());
+  const std::string token = fmt::format("tok-{}-{}", getpid(), std::chrono::steady_clock::now().time_since_epoch().count());
+  std::ofstream(token_path) << token << "\n";
+  struct remove_file {
+    std::filesystem::path p;
+    ~remove_file() {
+      std::error_code ec;
+      std::filesystem::remove(p, ec);
+    }
+  } remove_token{token_path};
+  sandlot::itest::daemon_options opts;
+  opts.instance = instance;
+  opts.slots = 2;
+  opts.extra_args = {"--token-file", token_path.string()};
+  daemon_process d(opts);
+
+  const client::client anonymous(d.url());
+  CHECK(anonymous.request("GET", "/healthz").status == 200);
+  for (const auto& [method, target] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1/status"}, {"GET", "/metrics"}, {"GET", "/readyz"}, {"POST", "/v1/leases"},
+           {"GET", "/v1/runs"}, {"DELETE", "/v1/leases/abc"}}) {
+    INFO(method << " " << target);
+    const auto e = error_of(anonymous.request(method, target, R"({"image":"x:1"})"));
+    CHECK(e.status == 401);
+    CHECK(e.code == "unauthorized");
+  }
+  client::options wrong_opts;
+  wrong_opts.url = d.url();
+  wrong_opts.token = token + "x";
+  CHECK(client::client(wrong_opts).request("GET", "/v1/status").status == 401);
+
+  client::options opts_ok;
+  opts_ok.url = d.url();
+  opts_ok.token = token;
+  const client::client trusted(opts_ok);
+  {
+    auto lease = client::lease::acquire(trusted, lease_of(test_image(), "with-token"), 120s);
+    CHECK(lease.exec({"echo", "in"}).stdout_data == "in\n");
+  }
+  CHECK(engine.containers_of(instance).empty());
+  CHECK(d.log().find(token) == std::string::npos);  // never logged
+}
