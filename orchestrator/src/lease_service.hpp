@@ -37,6 +37,7 @@ struct service_options {
   std::chrono::seconds orphan_sweep_interval{10};
   std::chrono::minutes keep_final{10};      // how long a final lease still answers GET
   std::size_t exec_output_limit = 8 * 1024 * 1024;
+  int max_queued_per_run = 1000;  // more queued leases of one run get 429
   int fixture_port_min = 41000;  // loopback TCP ports handed to fixtures that ask for one
   int fixture_port_max = 41999;
   std::chrono::seconds fixture_make_timeout{300};  // pull and create of a fixture's sandbox

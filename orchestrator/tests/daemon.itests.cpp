@@ -1072,3 +1072,32 @@ TEST_CASE("a daemon with a token file serves only clients that send its token", 
   CHECK(engine.containers_of(instance).empty());
   CHECK(d.log().find(token) == std::string::npos);  // never logged
 }
+
+TEST_CASE("a run with too many leases queued gets 429 and the others are untouched", "[daemon][limits]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("queue-cap");
+  leftover_guard cleanup(engine, instance);
+  sandlot::itest::daemon_options opts;
+  opts.instance = instance;
+  opts.slots = 1;
+  opts.extra_args = {"--max-queued-per-run", "2"};
+  daemon_process d(opts);
+  const client::client c(d.url());
+
+  std::vector<std::string> ids;
+  ids.push_back(c.create(lease_of(test_image(), "holder")).id);  // admitted: takes the one slot
+  REQUIRE(c.get(ids[0], 60).state == lease_state::ready);
+  ids.push_back(c.create(lease_of(test_image(), "q1")).id);
+  ids.push_back(c.create(lease_of(test_image(), "q2")).id);
+  const auto e = error_of(c.request("POST", "/v1/leases", json(lease_of(test_image(), "q3")).dump()));
+  CHECK(e.status == 429);
+  CHECK(e.code == "too_many_requests");
+  CHECK_THAT(e.message, Catch::Contains("--max-queued-per-run=2"));
+  // Another run is not held to this run's queue.
+  auto other = lease_of(test_image(), "other-run");
+  other.run += "-other";
+  ids.push_back(c.create(other).id);
+  CHECK(c.get(ids[1]).state == lease_state::queued);
+  for (const auto& id : ids) c.release(id);
+  CHECK(engine.containers_of(instance).empty());
+}

@@ -24,6 +24,7 @@ constexpr std::array errc_table{
     errc_entry{errc::not_found, "not_found", 404},
     errc_entry{errc::method_not_allowed, "method_not_allowed", 405},
     errc_entry{errc::payload_too_large, "payload_too_large", 413},
+    errc_entry{errc::too_many_requests, "too_many_requests", 429},
     errc_entry{errc::lease_not_ready, "lease_not_ready", 409},
     errc_entry{errc::lease_gone, "lease_gone", 410},
     errc_entry{errc::image_pull_failed, "image_pull_failed", 502},
@@ -130,9 +131,18 @@ void read_env(const json& j, std::string_view field, std::map<std::string, std::
   const json* v = find(j, field);
   if (v == nullptr) return;
   if (!v->is_object()) bad_field(field, "must be an object of string values, e.g. {\"KEY\": \"value\"}");
+  if (v->size() > 256) bad_field(field, "may hold at most 256 variables");
   for (const auto& [key, value] : v->items()) {
+    // What execve and the engine accept: a name without '=' or NUL; a value without NUL.
+    if (key.empty() || key.size() > 256 || key.find_first_of(std::string_view("=\0", 2)) != std::string::npos) {
+      bad_field(fmt::format("{} key '{}'", field, key.substr(0, 64)),
+                "must be 1 to 256 characters without '=' or NUL, e.g. MY_VAR");
+    }
     if (!value.is_string()) bad_field(fmt::format("{}.{}", field, key), "must be a string");
-    out[key] = value.get<std::string>();
+    auto s = value.get<std::string>();
+    if (s.find('\0') != std::string::npos) bad_field(fmt::format("{}.{}", field, key), "must not contain NUL");
+    if (s.size() > 64 * 1024) bad_field(fmt::format("{}.{}", field, key), "must be at most 64 KiB");
+    out[key] = std::move(s);
   }
 }
 
@@ -381,6 +391,11 @@ void from_json(const json& j, exec_request& v) {
   read(j, "stdin", v.stdin_data);
   read_env(j, "env", v.env);
   read(j, "workdir", v.workdir);
+  if (!v.workdir.empty()) {
+    if (v.workdir.front() != '/' || v.workdir.find('\0') != std::string::npos || v.workdir.size() > 4096) {
+      bad_field("workdir", "must be an absolute path inside the sandbox, e.g. /tmp");
+    }
+  }
   read_int(j, "timeout_s", v.timeout_s, 1, 86400);
 }
 

@@ -420,3 +420,22 @@ TEST_CASE("a fixture view and an outcome round-trip through JSON", "[protocol][f
   REQUIRE(bad.has_value());
   CHECK_THAT(bad->message(), Contains("'outcome'"));
 }
+
+TEST_CASE("env keys and workdirs are checked with a message that says what is allowed", "[protocol]") {
+  auto bad = [](std::string_view body) {
+    auto e = decode_error<exec_request>(body);
+    REQUIRE(e.has_value());
+    CHECK(e->code() == errc::invalid_field);
+    return e->message();
+  };
+  CHECK_THAT(bad(R"({"argv":["true"],"env":{"A=B":"x"}})"), Contains("without '=' or NUL"));
+  CHECK_THAT(bad(R"({"argv":["true"],"env":{"":"x"}})"), Contains("1 to 256 characters"));
+  CHECK_THAT(bad(R"({"argv":["true"],"env":{"A":"x\u0000y"}})"), Contains("NUL"));
+  CHECK_THAT(bad(R"({"argv":["true"],"workdir":"tmp"})"), Contains("absolute path"));
+  CHECK_THAT(bad(R"({"argv":["true"],"workdir":"/tmp\u0000x"})"), Contains("absolute path"));
+  auto ok = parse_body<exec_request>(R"({"argv":["true"],"env":{"MY_VAR":"a=b c"},"workdir":"/tmp"})");
+  CHECK(ok.env.at("MY_VAR") == "a=b c");
+  auto lease_env = decode_error<lease_request>(R"({"image":"x:1","env":{"BAD=KEY":"v"}})");
+  REQUIRE(lease_env.has_value());
+  CHECK_THAT(lease_env->message(), Contains("env key 'BAD=KEY'"));
+}

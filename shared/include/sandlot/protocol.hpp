@@ -29,6 +29,7 @@ enum class errc {
   not_found,            // no such route or lease
   method_not_allowed,   // route exists, method does not
   payload_too_large,    // body over the limit
+  too_many_requests,    // a run has too many leases queued
   lease_not_ready,      // exec on a lease that has no sandbox yet
   lease_gone,           // lease already released, failed or expired
   image_pull_failed,    // the image gate could not pull the image
