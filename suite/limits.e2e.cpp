@@ -95,3 +95,22 @@ TEST_CASE("forking past the pids limit fails inside the sandbox", "[limits]") {
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.stderr_data, Catch::Matchers::Contains("can't fork"));
 }
+
+TEST_CASE("a fork bomb is contained by the pids limit and the daemon serves on", "[limits]") {
+  const auto& c = sandlot::testing::default_client();
+  auto req = sandlot::e2e::request_for_this_test();
+  req.pids_limit = 32;
+  auto sb = lease_sandbox(req);
+  // The classic bomb, bounded by the exec timeout: it can never hold more than 32 pids.
+  auto r = sb.exec({"sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 3"}, std::nullopt, {}, /*timeout_s=*/5);
+  INFO("exit " << r.exit_code << " timed_out " << r.timed_out << " stderr: " << r.stderr_data.substr(0, 300));
+  const auto pids = sb.exec({"cat", "/sys/fs/cgroup/pids/pids.max"}, std::nullopt, {}, 10);
+  if (pids.exit_code == 0) CHECK(sandlot::e2e::trim(pids.stdout_data) == "32");
+  // The daemon answers, and a new sandbox starts and runs commands while the bomb's sandbox lives.
+  CHECK(c.status().slots_total >= 1);
+  auto other = lease_sandbox();
+  CHECK(other.exec({"echo", "fine"}).stdout_data == "fine\n");
+  sb.release();  // removing a sandbox full of processes works
+  CHECK(sandlot::e2e::error_from([&] { (void)c.get(sb.id()); }) == std::nullopt);
+  CHECK(c.get(sb.id()).state == sandlot::protocol::lease_state::released);
+}
