@@ -52,7 +52,10 @@ int main(int argc, char** argv) {
   const std::string host = cfg->listen_host == "localhost" ? "127.0.0.1" : cfg->listen_host;
   std::optional<listener> server;
   try {
-    server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg->listen_port), api);
+    session_limits limits;
+    limits.read_timeout = std::chrono::seconds(cfg->read_timeout_s);
+    server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg->listen_port), api,
+                   limits);
   } catch (const std::exception& e) {
     std::cerr << "orchestratord: " << e.what() << "\n";
     return 2;

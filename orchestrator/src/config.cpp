@@ -165,6 +165,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                  "Registry HOST[:PORT] the engine may pull from besides loopback ones (repeatable); "
                  "images already in the engine are usable whatever their registry");
   app.add_option("--max-pulls", c.max_pulls, "Most distinct images pulled at once")->check(CLI::Range(1, 64));
+  app.add_option("--read-timeout", c.read_timeout_s,
+                 "Seconds a client has to send a whole request (and an idle keep-alive connection stays open)")
+      ->check(CLI::Range(1, 3600));
   app.add_option("--max-queued-per-run", c.max_queued_per_run,
                  "Most leases one run may have queued; more get 429 too_many_requests")
       ->check(CLI::Range(1, 1000000));
@@ -207,6 +210,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
     from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
     from_toml(t, "max_queued_per_run", app, "--max-queued-per-run", c.max_queued_per_run);
+    from_toml(t, "read_timeout_s", app, "--read-timeout", c.read_timeout_s);
     from_toml(t, "pull_attempts", app, "--pull-attempts", c.pull_attempts);
     from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
     from_toml(t, "instance", app, "--instance", c.instance);
@@ -222,6 +226,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     };
     in_range("max_pulls", c.max_pulls, 1, 64);
     in_range("max_queued_per_run", c.max_queued_per_run, 1, 1000000);
+    in_range("read_timeout_s", c.read_timeout_s, 1, 3600);
     in_range("pull_attempts", c.pull_attempts, 1, 20);
     in_range("pull_deadline_s", c.pull_deadline_s, 1, 86400);
     static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};

@@ -19,6 +19,7 @@ struct daemon_config {
   std::vector<std::string> allow_registries;
   int max_pulls = 2;
   int max_queued_per_run = 1000;
+  int read_timeout_s = 30;  // a request (headers and body) must arrive within this
   int pull_attempts = 3;
   int pull_deadline_s = 600;
   std::string instance;  // empty: derived from --listen

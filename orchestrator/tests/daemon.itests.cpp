@@ -1101,3 +1101,105 @@ TEST_CASE("a run with too many leases queued gets 429 and the others are untouch
   for (const auto& id : ids) c.release(id);
   CHECK(engine.containers_of(instance).empty());
 }
+
+namespace {
+
+/// A raw loopback TCP connection to a daemon, for requests no well-behaved client sends.
+class raw_connection {
+ public:
+  explicit raw_connection(unsigned short port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  raw_connection(const raw_connection&) = delete;
+  raw_connection& operator=(const raw_connection&) = delete;
+  ~raw_connection() { ::close(fd_); }
+
+  /// Sends what it can; false once the daemon closed its end.
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  /// Everything the daemon sends until it closes the connection or `within` passes; `closed`
+  /// tells which.
+  std::string read_all(std::chrono::milliseconds within, bool& closed) {
+    std::string out;
+    closed = false;
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+TEST_CASE("slow and oversized requests are cut off and the daemon serves on", "[daemon][limits]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("hostile");
+  leftover_guard cleanup(engine, instance);
+  sandlot::itest::daemon_options opts;
+  opts.instance = instance;
+  opts.slots = 1;
+  opts.extra_args = {"--read-timeout", "2"};
+  daemon_process d(opts);
+  const client::client c(d.url());
+
+  SECTION("a client that never finishes its headers is disconnected after the read timeout") {
+    raw_connection slow(d.port());
+    REQUIRE(slow.send("GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "));
+    // Meanwhile everyone else is served.
+    CHECK(c.request("GET", "/v1/status").status == 200);
+    bool closed = false;
+    slow.read_all(6s, closed);
+    CHECK(closed);
+  }
+  SECTION("headers over 16 KiB get 413 and the connection is closed") {
+    raw_connection big(d.port());
+    big.send("GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(20 * 1024, 'a') + "\r\n\r\n");
+    bool closed = false;
+    const auto answer = big.read_all(5s, closed);
+    CHECK(answer.rfind("HTTP/1.1 413", 0) == 0);
+    CHECK(answer.find("payload_too_large") != std::string::npos);
+  }
+  SECTION("a body over 1 MiB gets 413") {
+    raw_connection big(d.port());
+    big.send("POST /v1/leases HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(2 * 1024 * 1024) + "\r\n\r\n");
+    bool closed = false;
+    const auto answer = big.read_all(5s, closed);
+    CHECK(answer.rfind("HTTP/1.1 413", 0) == 0);
+  }
+  SECTION("garbage gets 400 bad_request") {
+    raw_connection junk(d.port());
+    static constexpr char tls_hello[] = "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http at all\r\n\r\n";
+    junk.send(std::string_view(tls_hello, sizeof tls_hello - 1));
+    bool closed = false;
+    const auto answer = junk.read_all(5s, closed);
+    CHECK(answer.rfind("HTTP/1.1 400", 0) == 0);
+  }
+  // Whatever came before, the daemon still serves.
+  CHECK(c.request("GET", "/healthz").status == 200);
+  auto lease = client::lease::acquire(c, lease_of(test_image(), "after-hostile"), 120s);
+  CHECK(lease.exec({"true"}).exit_code == 0);
+}
