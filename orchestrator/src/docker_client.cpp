@@ -168,14 +168,14 @@ asio::awaitable<engine_stream> connect(const asio::any_io_executor& ex, const en
   co_return stream;
 }
 
-http::request<http::string_body> make_request(http::verb method, const std::string& target,
-                                              const std::optional<json>& body) {
+http::request<http::string_body> make_request(http::verb method, const std::string& target, std::string body,
+                                              std::string_view content_type) {
   http::request<http::string_body> req{method, target, 11};
   req.set(http::field::host, "docker");
   req.set(http::field::user_agent, "sandlot-orchestratord");
-  if (body) {
-    req.set(http::field::content_type, "application/json");
-    req.body() = body->dump();
+  if (!content_type.empty()) {
+    req.set(http::field::content_type, content_type);
+    req.body() = std::move(body);
   }
   req.prepare_payload();
   return req;
@@ -186,10 +186,17 @@ http::request<http::string_body> make_request(http::verb method, const std::stri
 asio::awaitable<docker_client::response> docker_client::call(http::verb method, const std::string& target,
                                                              const std::optional<json>& body,
                                                              std::chrono::milliseconds timeout) {
+  std::string bytes = body ? body->dump() : std::string();
+  co_return co_await call_bytes(method, target, std::move(bytes), body ? "application/json" : "", timeout);
+}
+
+asio::awaitable<docker_client::response> docker_client::call_bytes(http::verb method, std::string target,
+                                                                   std::string body, std::string content_type,
+                                                                   std::chrono::milliseconds timeout) {
   auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(timeout, 10s));
   stream.expires_after(timeout);
   try {
-    auto req = make_request(method, versioned(target), body);
+    auto req = make_request(method, versioned(target), std::move(body), content_type);
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
@@ -209,7 +216,7 @@ asio::awaitable<std::string> docker_client::negotiate() {
   auto stream = co_await connect(ex_, addr_, 10s);
   stream.expires_after(10s);
   try {
-    auto req = make_request(http::verb::get, "/_ping", std::nullopt);
+    auto req = make_request(http::verb::get, "/_ping", {}, {});
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;
     http::response<http::string_body> res;
@@ -253,7 +260,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
   unsigned status = 0;
   try {
     stream.expires_after(std::min(until(deadline), stall_timeout));
-    auto req = make_request(http::verb::post, versioned(target), std::nullopt);
+    auto req = make_request(http::verb::post, versioned(target), {}, {});
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
@@ -308,6 +315,20 @@ asio::awaitable<json> docker_client::inspect_container(const std::string& id) {
   co_return res.json();
 }
 
+asio::awaitable<void> docker_client::put_archive(const std::string& id, const std::string& dir, std::string tar) {
+  auto res = co_await call_bytes(http::verb::put, "/containers/" + id + "/archive?path=" + url_encode(dir),
+                                 std::move(tar), "application/x-tar", 60s);
+  if (res.status != 200) throw engine_error(res.status, fmt::format("writing into {}: {}", dir, engine_message(res.body)));
+}
+
+asio::awaitable<std::optional<std::string>> docker_client::get_archive(const std::string& id, const std::string& path) {
+  auto res = co_await call_bytes(http::verb::get, "/containers/" + id + "/archive?path=" + url_encode(path), {}, {},
+                                 60s);
+  if (res.status == 404) co_return std::nullopt;
+  if (res.status != 200) throw engine_error(res.status, fmt::format("reading {}: {}", path, engine_message(res.body)));
+  co_return std::move(res.body);
+}
+
 asio::awaitable<void> docker_client::remove_container(const std::string& id) {
   const auto deadline = clock::now() + 60s;
   for (;;) {
@@ -360,7 +381,7 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
     try {
       // Ask for an upgraded connection, as the docker CLI does: after 101 the socket is raw.
       auto req = make_request(http::verb::post, versioned("/exec/" + exec_id + "/start"),
-                              json{{"Detach", false}, {"Tty", false}});
+                              json{{"Detach", false}, {"Tty", false}}.dump(), "application/json");
       req.set(http::field::connection, "Upgrade");
       req.set(http::field::upgrade, "tcp");
       co_await http::async_write(stream, req, asio::use_awaitable);

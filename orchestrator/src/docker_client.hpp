@@ -77,6 +77,15 @@ class docker_client {
                                         const std::optional<nlohmann::json>& body = std::nullopt,
                                         std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+  /// As call(), with a body of any content type (empty content_type: no body).
+  boost::asio::awaitable<response> call_bytes(boost::beast::http::verb method, std::string target, std::string body,
+                                              std::string content_type,
+                                              std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  /// PUT /containers/{id}/archive?path=DIR: unpacks `tar` into DIR. Throws engine_error.
+  boost::asio::awaitable<void> put_archive(const std::string& id, const std::string& dir, std::string tar);
+  /// GET /containers/{id}/archive?path=PATH: PATH as a tar archive; nullopt when it does not exist.
+  boost::asio::awaitable<std::optional<std::string>> get_archive(const std::string& id, const std::string& path);
+
   /// GET /images/{ref}/json is 200.
   boost::asio::awaitable<bool> image_exists(const std::string& ref);
   /// Pulls `ref`, reading the whole progress stream; throws engine_error with the engine's reason.

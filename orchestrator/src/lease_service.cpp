@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "image_ref.hpp"
+#include "tar_file.hpp"
 #include <spdlog/spdlog.h>
 
 namespace sandlot::orchestrator {
@@ -473,7 +474,7 @@ protocol::renew_response lease_service::renew(const std::string& id) {
   return {l->id, l->state, seconds_between(clock::now(), l->expires_at)};
 }
 
-asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id, protocol::exec_request req) {
+lease_service::lease_ptr lease_service::ready_lease(const std::string& id) {
   auto l = find(id);
   if (protocol::is_final(l->state)) throw gone(*l);
   if (l->state != lease_state::ready || !l->sandbox) {
@@ -482,15 +483,26 @@ asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id
                                 id, protocol::to_string(l->state), id));
   }
   touch(*l);
-  ++l->active_execs;
-  struct done {
-    lease& l;
-    lease_service& s;
-    ~done() {
-      --l.active_execs;
-      s.touch(l);
-    }
-  } guard{*l, *this};
+  return l;
+}
+
+/// Marks a lease busy (an exec or file transfer in flight) for as long as it lives: the reaper
+/// leaves it alone, and its expiry restarts when the work is done.
+struct lease_service::busy_guard {
+  lease_service& s;
+  lease_ptr l;
+  busy_guard(lease_service& service, lease_ptr lease) : s(service), l(std::move(lease)) { ++l->active_execs; }
+  busy_guard(const busy_guard&) = delete;
+  busy_guard& operator=(const busy_guard&) = delete;
+  ~busy_guard() {
+    --l->active_execs;
+    s.touch(*l);
+  }
+};
+
+asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id, protocol::exec_request req) {
+  auto l = ready_lease(id);
+  busy_guard guard(*this, l);
   try {
     co_return co_await exec_in(l->sandbox->id, "lease " + id, std::move(req));
   } catch (const api_error& e) {
@@ -704,6 +716,57 @@ std::string lease_service::metrics_text() const {
   pull_wait_seconds_.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
   ready_seconds_.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");
   return out;
+}
+
+// --- files ----------------------------------------------------------------------------------
+
+asio::awaitable<void> lease_service::write_file(const std::string& id, std::string path, std::string data,
+                                                unsigned mode) {
+  protocol::check_file_path("path", path);
+  auto l = ready_lease(id);
+  busy_guard guard(*this, l);
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == 0 ? std::string("/") : path.substr(0, slash);
+  const std::string tar = make_single_file_tar(path.substr(slash + 1), data, mode);
+  try {
+    co_await provider_.engine().put_archive(l->sandbox->id, dir, tar);
+  } catch (const engine_error& e) {
+    if (e.status() == 404) {
+      throw api_error(errc::not_found, fmt::format("directory {} does not exist in lease {}'s sandbox; create it "
+                                                   "first (exec mkdir -p {})", dir, id, dir));
+    }
+    if (std::string_view(e.what()).find("read-only") != std::string_view::npos) {
+      // The engine refuses uploads into a read-only container anywhere, its tmpfs /tmp included.
+      throw api_error(errc::conflict, fmt::format("lease {}'s sandbox has a read-only root filesystem and the engine "
+                                                  "takes no file uploads into it; write under /tmp with exec "
+                                                  "(sh -c 'cat > /tmp/file' with stdin) instead", id));
+    }
+    throw api_error(errc::engine_error, fmt::format("could not write {} in lease {}: {}", path, id, e.what()));
+  }
+}
+
+asio::awaitable<std::string> lease_service::read_file(const std::string& id, std::string path) {
+  protocol::check_file_path("path", path);
+  auto l = ready_lease(id);
+  busy_guard guard(*this, l);
+  std::optional<std::string> tar;
+  try {
+    tar = co_await provider_.engine().get_archive(l->sandbox->id, path);
+  } catch (const engine_error& e) {
+    throw api_error(errc::engine_error, fmt::format("could not read {} in lease {}: {}", path, id, e.what()));
+  }
+  if (!tar) throw api_error(errc::not_found, fmt::format("no file {} in lease {}'s sandbox", path, id));
+  tar_entry entry;
+  try {
+    entry = read_first_tar_entry(*tar, opts_.exec_output_limit);
+  } catch (const std::length_error& e) {
+    throw api_error(errc::payload_too_large, fmt::format("{} in lease {}: {}; read it in parts with exec", path, id,
+                                                         e.what()));
+  }
+  if (!entry.found || !entry.regular) {
+    throw api_error(errc::invalid_field, fmt::format("{} in lease {}'s sandbox is not a regular file", path, id));
+  }
+  co_return std::move(entry.data);
 }
 
 // --- outcomes and runs ------------------------------------------------------------------------

@@ -68,6 +68,10 @@ class lease_service {
   protocol::renew_response renew(const std::string& id);
   /// POST /v1/leases/{id}/exec.
   boost::asio::awaitable<protocol::exec_result> exec(const std::string& id, protocol::exec_request req);
+  /// PUT /v1/leases/{id}/files?path=P&mode=M: writes one file (its directory must exist).
+  boost::asio::awaitable<void> write_file(const std::string& id, std::string path, std::string data, unsigned mode);
+  /// GET /v1/leases/{id}/files?path=P: one regular file's bytes.
+  boost::asio::awaitable<std::string> read_file(const std::string& id, std::string path);
   /// DELETE /v1/leases/{id}: returns once the sandbox is gone and the slots are back.
   boost::asio::awaitable<protocol::lease_view> release(const std::string& id);
 
@@ -113,6 +117,9 @@ class lease_service {
   };
 
   lease_ptr find(const std::string& id) const;
+  /// The lease, if it is ready for commands (410 if it ended, 409 while not ready yet); a heartbeat.
+  lease_ptr ready_lease(const std::string& id);
+  struct busy_guard;
   /// 410 lease_gone for a final lease, with the reason it ended.
   static protocol::api_error gone(const lease& l);
   protocol::lease_view view(const lease& l) const;

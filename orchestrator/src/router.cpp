@@ -91,6 +91,36 @@ std::string query_string(std::string_view query, std::string_view key) {
   return {};
 }
 
+/// Percent-decoding of a query value ('+' stays '+'); 400 for a broken escape.
+std::string url_decode(std::string_view s, std::string_view key) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out.push_back(s[i]);
+      continue;
+    }
+    unsigned v = 0;
+    if (i + 2 >= s.size() || std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16).ptr != s.data() + i + 3) {
+      throw api_error(errc::invalid_field, fmt::format("query parameter '{}' has a broken %-escape", key));
+    }
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return out;
+}
+
+/// The file mode in `mode=` (octal, e.g. 0755), or 0644.
+unsigned query_mode(std::string_view query) {
+  const std::string text = query_string(query, "mode");
+  if (text.empty()) return 0644;
+  unsigned v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 8);
+  if (ec != std::errc{} || p != text.data() + text.size() || v > 07777) {
+    throw api_error(errc::invalid_field, "query parameter 'mode' must be octal permissions such as 0644 or 0755");
+  }
+  return v;
+}
+
 void check_run_id(std::string_view id) {
   const bool ok = !id.empty() && id.size() <= 200 && id.find_first_of("?#%") == std::string_view::npos;
   if (!ok) throw api_error(errc::not_found, "no such run: run ids are the leases' \"run\" field, up to 200 characters");
@@ -209,6 +239,18 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
       if (method != http::verb::post) method_not_allowed(req, "POST");
       auto body = protocol::parse_body<protocol::exec_request>(req.body());
       co_return json_response(200, co_await service_.exec(id, std::move(body)), req);
+    }
+    if (seg.size() == 4 && seg[3] == "files") {
+      const std::string path = url_decode(query_string(t.query, "path"), "path");
+      if (method == http::verb::put) {
+        co_await service_.write_file(id, path, req.body(), query_mode(t.query));
+        co_return json_response(200, json{{"path", path}, {"bytes", req.body().size()}}, req);
+      }
+      if (method == http::verb::get) {
+        auto data = co_await service_.read_file(id, path);
+        co_return make_response(200, std::move(data), "application/octet-stream", req.version(), req.keep_alive());
+      }
+      method_not_allowed(req, "GET or PUT");
     }
     if (seg.size() == 4 && seg[3] == "outcome") {
       if (method != http::verb::post) method_not_allowed(req, "POST");

@@ -1,6 +1,7 @@
 #include <sandlot/client.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -200,6 +201,34 @@ protocol::status_view client::status() const {
   std::string target = fmt::format("{}/status", protocol::api_prefix);
   json j = call("GET", target, {}, 200);
   return decode<protocol::status_view>(j, "GET", join_url(opts_.url, target), 200);
+}
+
+namespace {
+
+std::string query_escape(std::string_view s) {
+  std::string out;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
+      out.push_back(ch);
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void client::put_file(const std::string& id, const std::string& path, std::string_view data, unsigned mode) const {
+  call("PUT", lease_target(id, fmt::format("/files?path={}&mode={:o}", query_escape(path), mode)), data, 200);
+}
+
+std::string client::get_file(const std::string& id, const std::string& path) const {
+  const std::string target = lease_target(id, "/files?path=" + query_escape(path));
+  response res = request("GET", target);
+  if (res.status != 200) throw from_response("GET", join_url(opts_.url, target), res.status, res.body);
+  return std::move(res.body);
 }
 
 void client::report_outcome(const std::string& id, const std::string& outcome) const {
@@ -417,6 +446,16 @@ protocol::exec_result lease::exec(std::vector<std::string> argv, std::optional<s
 protocol::exec_result lease::exec(const protocol::exec_request& req) const {
   if (!s_) throw std::logic_error("exec on a moved-from lease");
   return s_->client_.exec(s_->id_, req);
+}
+
+void lease::write_file(const std::string& path, std::string_view data, unsigned mode) const {
+  if (!s_) throw std::logic_error("write_file on a moved-from lease");
+  s_->client_.put_file(s_->id_, path, data, mode);
+}
+
+std::string lease::read_file(const std::string& path) const {
+  if (!s_) throw std::logic_error("read_file on a moved-from lease");
+  return s_->client_.get_file(s_->id_, path);
 }
 
 void lease::release() {

@@ -224,6 +224,24 @@ lock_mode lock_mode_from_string(std::string_view s) noexcept {
   return lock_mode::unknown;
 }
 
+void check_file_path(std::string_view field, std::string_view path) {
+  if (path.size() < 2 || path.front() != '/' || path.size() > 4096) {
+    bad_field(field, "must be an absolute path to a file inside the sandbox, e.g. /tmp/input.json");
+  }
+  if (path.find('\0') != std::string_view::npos) bad_field(field, "must not contain NUL");
+  std::string_view rest = path.substr(1);
+  while (true) {
+    const auto slash = rest.find('/');
+    const auto part = rest.substr(0, slash);
+    if (part.empty() || part == "." || part == "..") {
+      bad_field(field, fmt::format("'{}' has an empty, '.' or '..' component; give the plain absolute path "
+                                   "(no traversal)", path.substr(0, 200)));
+    }
+    if (slash == std::string_view::npos) break;
+    rest = rest.substr(slash + 1);
+  }
+}
+
 void check_name(std::string_view field, std::string_view name) {
   if (name.empty() || name.size() > 128) bad_field(field, "must be 1 to 128 characters long");
   for (char c : name) {

@@ -439,3 +439,21 @@ TEST_CASE("env keys and workdirs are checked with a message that says what is al
   REQUIRE(lease_env.has_value());
   CHECK_THAT(lease_env->message(), Contains("env key 'BAD=KEY'"));
 }
+
+TEST_CASE("file paths must be plain absolute paths without traversal", "[protocol][files]") {
+  for (const char* ok : {"/tmp/a", "/etc/hostname", "/a/b/c.d-e_f"}) {
+    INFO(ok);
+    CHECK_NOTHROW(check_file_path("path", ok));
+  }
+  for (const char* bad : {"", "/", "tmp/a", "/tmp/../etc/passwd", "/tmp/./a", "/tmp//a", "/tmp/a/", "/.."}) {
+    INFO(bad);
+    CHECK_THROWS_AS(check_file_path("path", bad), api_error);
+  }
+  try {
+    check_file_path("path", "/tmp/../../etc/shadow");
+    FAIL("traversal accepted");
+  } catch (const api_error& e) {
+    CHECK(e.code() == errc::invalid_field);
+    CHECK_THAT(e.message(), Contains("no traversal"));
+  }
+}

@@ -76,6 +76,10 @@ class client {
   void release(const std::string& id) const;
   /// GET /v1/status.
   protocol::status_view status() const;
+  /// PUT /v1/leases/{id}/files?path=P: writes one file into the sandbox (its directory must exist).
+  void put_file(const std::string& id, const std::string& path, std::string_view data, unsigned mode = 0644) const;
+  /// GET /v1/leases/{id}/files?path=P: one regular file's bytes.
+  std::string get_file(const std::string& id, const std::string& path) const;
   /// POST /v1/leases/{id}/outcome: "passed" or "failed", shown in the run report.
   void report_outcome(const std::string& id, const std::string& outcome) const;
 
@@ -159,6 +163,9 @@ class lease {
   protocol::exec_result exec(std::vector<std::string> argv, std::optional<std::string> stdin_data = {},
                              std::map<std::string, std::string> env = {}, int timeout_s = 60) const;
   protocol::exec_result exec(const protocol::exec_request& req) const;
+  /// Writes / reads one file in the sandbox (see client::put_file, client::get_file).
+  void write_file(const std::string& path, std::string_view data, unsigned mode = 0644) const;
+  std::string read_file(const std::string& path) const;
 
   /// Holds the run's fixture `req.name`. The first holder of the run (or the next one, if that
   /// holder died while setting it up) runs `setup` on the fresh fixture sandbox and publishes what

@@ -254,6 +254,10 @@ void from_json(const nlohmann::json& j, fixture_view& v);
 void to_json(nlohmann::json& j, const fixture_ready_request& v);
 void from_json(const nlohmann::json& j, fixture_ready_request& v);
 
+/// Checks a file path inside a sandbox: absolute, at most 4096 bytes, no NUL, and no empty, "."
+/// or ".." component (no traversal, one spelling per file). Throws invalid_field naming `field`.
+void check_file_path(std::string_view field, std::string_view path);
+
 /// Checks a lock or fixture name: 1 to 128 of [A-Za-z0-9._:/-]. Throws invalid_field naming `field`.
 void check_name(std::string_view field, std::string_view name);
 
