@@ -1,17 +1,28 @@
 // Accepts API connections and runs one coroutine per connection (http_session.cpp).
 #pragma once
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/parser.hpp>
 
 #include "router.hpp"
 
 namespace sandlot::orchestrator {
 
+// What one API request may weigh. The fuzz target orchestrator/fuzz/fuzz_http.cpp parses with the
+// same values, so what it finds is what the daemon would see.
+inline constexpr std::size_t default_header_limit = 16 * 1024;
+inline constexpr std::uint64_t default_body_limit = 1024 * 1024;
+
 struct session_limits {
-  std::size_t header_limit = 16 * 1024;
-  std::uint64_t body_limit = 1024 * 1024;
+  std::size_t header_limit = default_header_limit;
+  std::uint64_t body_limit = default_body_limit;
   std::chrono::seconds read_timeout{30};  // per request, idle keep-alive included
 };
 
@@ -30,6 +41,14 @@ class listener {
   router& router_;
   session_limits limits_;
 };
+
+using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+/// Applies the header and body limits to a fresh parser (one per request).
+void apply_limits(request_parser& parser, const session_limits& limits);
+/// The answer to a request that failed to parse: 413 over a limit, 400 otherwise. The session
+/// closes the connection after it, because the stream is no longer in sync.
+http_response read_error_response(const boost::beast::error_code& ec, const session_limits& limits);
 
 /// Serves one connection: a fresh parser per request with limits, keep-alive until the peer ends.
 boost::asio::awaitable<void> http_session(boost::asio::ip::tcp::socket socket, router& r, session_limits limits);

@@ -141,9 +141,13 @@ void check_lease_id(std::string_view id) {
 }  // namespace
 
 http_response error_response(errc code, std::string_view message, unsigned version, bool keep_alive) {
+  // Messages quote the request target and query, which are raw bytes from the client: invalid
+  // UTF-8 becomes U+FFFD. A strict dump would throw from inside router::handle's catch, and the
+  // client would lose its connection instead of getting the 404 (found by orchestrator/fuzz).
   return make_response(static_cast<unsigned>(protocol::http_status(code)),
-                       protocol::error_json(code, message).dump() + "\n", "application/json", version,
-                       keep_alive);
+                       protocol::error_json(code, message).dump(-1, ' ', false, json::error_handler_t::replace) +
+                           "\n",
+                       "application/json", version, keep_alive);
 }
 
 bool router::authorized(const http_request& req) const {
