@@ -86,3 +86,10 @@ TEST_CASE("without a token no route asks for one", "[router][auth]") {
   CHECK(f.call("/v1/status").result_int() == 200);
   CHECK(f.call("/metrics").result_int() == 200);
 }
+
+TEST_CASE("a target that is not UTF-8 still gets a JSON error body", "[router]") {
+  auth_fixture f("");
+  auto res = f.call("/v2/nothi\xeeg");
+  CHECK(res.result_int() == 404);
+  CHECK(code_of(res) == "not_found");
+}
