@@ -203,6 +203,10 @@ asio::awaitable<void> lease_service::prepull() {
 }
 
 api_error lease_service::gone(const lease& l) {
+  // An expiry's reason already reads "lease X expired: ..."; say it once.
+  if (l.error && l.error->message.rfind(fmt::format("lease {} ", l.id), 0) == 0) {
+    return api_error(errc::lease_gone, l.error->message);
+  }
   return api_error(errc::lease_gone, fmt::format("lease {} is {}: {}", l.id, protocol::to_string(l.state),
                                                  l.error ? l.error->message : std::string("released by its holder")));
 }

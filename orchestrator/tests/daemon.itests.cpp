@@ -38,15 +38,6 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sandlot/client.hpp>
@@ -54,6 +45,7 @@
 
 #include "support/daemon_process.hpp"
 #include "support/engine_probe.hpp"
+#include "support/tcp_forwarder.hpp"
 
 namespace {
 
@@ -837,72 +829,13 @@ TEST_CASE("exec is faithful", "[daemon]") {
 
 // --- a remote engine over tcp:// --------------------------------------------------------------
 
-namespace {
-
-namespace asio = boost::asio;
-
-// Exposes the local engine's unix socket on a loopback TCP port, so the daemon's tcp:// code path
-// talks to the real engine (including exec's upgraded connection) without reconfiguring dockerd.
-class tcp_engine_forwarder {
- public:
-  explicit tcp_engine_forwarder(std::string unix_path)
-      : unix_path_(std::move(unix_path)),
-        acceptor_(ioc_, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
-    asio::co_spawn(ioc_, accept_loop(), asio::detached);
-    thread_ = std::thread([this] { ioc_.run(); });
-  }
-  ~tcp_engine_forwarder() {
-    ioc_.stop();
-    thread_.join();
-  }
-  tcp_engine_forwarder(const tcp_engine_forwarder&) = delete;
-  tcp_engine_forwarder& operator=(const tcp_engine_forwarder&) = delete;
-
-  unsigned short port() const { return acceptor_.local_endpoint().port(); }
-  int connections() const { return connections_.load(); }
-
- private:
-  template <class From, class To>
-  static asio::awaitable<void> pump(std::shared_ptr<From> from, std::shared_ptr<To> to) {
-    std::array<char, 16384> buf{};
-    boost::system::error_code ec;
-    for (;;) {
-      auto [rec, n] = co_await from->async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
-      if (n > 0) {
-        auto [wec, wn] = co_await asio::async_write(*to, asio::buffer(buf.data(), n),
-                                                    asio::as_tuple(asio::use_awaitable));
-        if (wec) break;
-      }
-      if (rec) break;
-    }
-    to->shutdown(asio::socket_base::shutdown_send, ec);  // pass the half-close on (exec stdin EOF)
-  }
-
-  asio::awaitable<void> accept_loop() {
-    for (;;) {
-      auto client = std::make_shared<asio::ip::tcp::socket>(co_await acceptor_.async_accept(asio::use_awaitable));
-      auto engine = std::make_shared<asio::local::stream_protocol::socket>(ioc_);
-      co_await engine->async_connect(asio::local::stream_protocol::endpoint(unix_path_), asio::use_awaitable);
-      ++connections_;
-      asio::co_spawn(ioc_, pump(client, engine), asio::detached);
-      asio::co_spawn(ioc_, pump(engine, client), asio::detached);
-    }
-  }
-
-  std::string unix_path_;
-  asio::io_context ioc_;
-  asio::ip::tcp::acceptor acceptor_;
-  std::thread thread_;
-  std::atomic<int> connections_{0};
-};
-
-}  // namespace
-
 TEST_CASE("a daemon drives a remote engine over tcp", "[daemon]") {
   const engine_probe engine;
   const std::string instance = unique_instance("tcp");
   leftover_guard cleanup(engine, instance);
-  tcp_engine_forwarder forwarder("/var/run/docker.sock");
+  // The local engine's unix socket on a loopback TCP port: the daemon's tcp:// code path talks to
+  // the real engine (including exec's upgraded connection) without reconfiguring dockerd.
+  sandlot::itest::tcp_forwarder forwarder(sandlot::itest::forward_target::unix_socket("/var/run/docker.sock"));
   sandlot::itest::daemon_options opts;
   opts.instance = instance;
   opts.slots = 1;

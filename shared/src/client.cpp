@@ -445,7 +445,15 @@ protocol::exec_result lease::exec(std::vector<std::string> argv, std::optional<s
 
 protocol::exec_result lease::exec(const protocol::exec_request& req) const {
   if (!s_) throw std::logic_error("exec on a moved-from lease");
-  return s_->client_.exec(s_->id_, req);
+  try {
+    return s_->client_.exec(s_->id_, req);
+  } catch (const error& e) {
+    // The daemon says the lease is gone; if our heartbeat had failed, that is the likely why.
+    auto heartbeat = heartbeat_error();
+    if (e.status() != 410 || !heartbeat) throw;
+    throw error(e.method(), e.url(), e.status(), e.code(),
+                fmt::format("{} (this client's heartbeat had failed: {})", e.message(), *heartbeat));
+  }
 }
 
 void lease::write_file(const std::string& path, std::string_view data, unsigned mode) const {

@@ -159,7 +159,8 @@ class lease {
   const protocol::lease_view& view() const noexcept;
   const protocol::sandbox_info& sandbox() const;
 
-  /// Runs argv in the sandbox (never through a shell).
+  /// Runs argv in the sandbox (never through a shell). If the daemon answers 410 (the lease is
+  /// gone) after this lease's heartbeat had failed, the error's message adds that failure.
   protocol::exec_result exec(std::vector<std::string> argv, std::optional<std::string> stdin_data = {},
                              std::map<std::string, std::string> env = {}, int timeout_s = 60) const;
   protocol::exec_result exec(const protocol::exec_request& req) const;

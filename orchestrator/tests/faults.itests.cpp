@@ -1,0 +1,306 @@
+// Fault tests: what the daemon and the client do when something they depend on goes away — the
+// container engine mid-run, a registry, a client that stops heartbeating. Each test starts its own
+// orchestratord against the real engine (docs/test-environment.md) and checks what a user would
+// see: the error codes and messages, a daemon that keeps answering, nothing left on the engine.
+// docs/operations.md describes the same failure modes for operators.
+//
+//   ctest --test-dir build/dev -L fault --output-on-failure
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sandlot/client.hpp>
+#include <sandlot/protocol.hpp>
+
+#include "support/daemon_process.hpp"
+#include "support/engine_probe.hpp"
+#include "support/tcp_forwarder.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using sandlot::itest::daemon_options;
+using sandlot::itest::daemon_process;
+using sandlot::itest::engine_probe;
+using sandlot::itest::forward_target;
+using sandlot::itest::tcp_forwarder;
+using sandlot::itest::unique_instance;
+using sandlot::itest::wait_until;
+using sandlot::protocol::lease_state;
+namespace client = sandlot::client;
+namespace protocol = sandlot::protocol;
+using Catch::Matchers::Contains;
+
+// A failing test prints its daemons' logs.
+struct daemon_log_printer : Catch::TestEventListenerBase {
+  using TestEventListenerBase::TestEventListenerBase;
+  void testCaseStarting(const Catch::TestCaseInfo& info) override {
+    sandlot::itest::forget_started_daemons();
+    Catch::TestEventListenerBase::testCaseStarting(info);
+  }
+  void testCaseEnded(const Catch::TestCaseStats& stats) override {
+    if (stats.totals.assertions.failed > 0) {
+      for (const auto& log : sandlot::itest::started_daemon_logs()) {
+        std::cout << "\n---------- orchestratord log " << log.string() << " ----------\n"
+                  << sandlot::itest::file_tail(log, 64 * 1024) << "---------- end of log ----------\n";
+      }
+    }
+    Catch::TestEventListenerBase::testCaseEnded(stats);
+  }
+};
+
+std::string test_image() {
+  const char* v = std::getenv("SANDLOT_TEST_IMAGE");
+  return (v != nullptr && *v != '\0') ? std::string(v) : std::string("127.0.0.1:5000/sandlot/busybox:1");
+}
+
+protocol::lease_request request_for(std::string image, std::string test, int ttl_s = 30) {
+  protocol::lease_request req;
+  req.image = std::move(image);
+  req.run = fmt::format("faults-{}", getpid());
+  req.test = std::move(test);
+  req.ttl_s = ttl_s;
+  return req;
+}
+
+/// Ready or final within `timeout`, long-polling.
+protocol::lease_view settled(const client::client& c, const std::string& id, std::chrono::seconds timeout = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto v = c.get(id);
+  while (v.state != lease_state::ready && !protocol::is_final(v.state) && std::chrono::steady_clock::now() < deadline) {
+    v = c.get(id, 5);
+  }
+  return v;
+}
+
+/// {status, code, message} of a raw answer.
+struct seen_error {
+  int status = 0;
+  std::string code;
+  std::string message;
+};
+seen_error error_in(const client::client::response& r) {
+  seen_error e{r.status, {}, {}};
+  const json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+    e.code = j["error"].value("code", "");
+    e.message = j["error"].value("message", "");
+  }
+  return e;
+}
+
+/// On scope exit, removes (through the real engine) whatever the instance still has, and says
+/// so: a failed test must not leak into the next. Declared before the daemon, so it runs after.
+class engine_cleanup {
+ public:
+  engine_cleanup(const engine_probe& e, std::string instance) : engine_(e), instance_(std::move(instance)) {}
+  engine_cleanup(const engine_cleanup&) = delete;
+  engine_cleanup& operator=(const engine_cleanup&) = delete;
+  ~engine_cleanup() {
+    try {
+      if (int n = engine_.remove_containers_of(instance_); n > 0) {
+        std::cout << "cleanup: removed " << n << " container(s) of " << instance_ << "\n";
+      }
+    } catch (const std::exception& e) {
+      std::cout << "cleanup of " << instance_ << " failed: " << e.what() << "\n";
+    }
+  }
+
+ private:
+  const engine_probe& engine_;
+  std::string instance_;
+};
+
+bool daemon_answers(const client::client& c) {
+  try {
+    return c.request("GET", "/healthz").status == 200 && c.request("GET", "/v1/status").status == 200;
+  } catch (const client::error&) {
+    return false;
+  }
+}
+
+/// The instance's only lease has ended: its sandbox is gone and its slot is back. (Not by asking
+/// for the lease: a GET would count as the touch that keeps it alive.)
+bool lease_ended(const engine_probe& engine, const std::string& instance, const client::client& c) {
+  return engine.containers_of(instance).empty() && c.status().slots_in_use == 0;
+}
+
+}  // namespace
+
+CATCH_REGISTER_LISTENER(daemon_log_printer)
+
+TEST_CASE("the engine going away fails what needs it, and the daemon recovers when it returns", "[faults][engine]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("engine-away");
+  engine_cleanup cleanup(engine, instance);
+  tcp_forwarder forwarder(forward_target::unix_socket("/var/run/docker.sock"));
+  daemon_options opts;
+  opts.instance = instance;
+  opts.slots = 3;
+  opts.extra_args = {"--docker-host", fmt::format("tcp://127.0.0.1:{}", forwarder.port())};
+  daemon_process d(opts);
+  const client::client c(d.url());
+
+  const auto ready = c.create(request_for(test_image(), "ready-before", 120));
+  REQUIRE(settled(c, ready.id).state == lease_state::ready);
+
+  // The engine goes away: open connections drop, new ones are refused (as when dockerd stops).
+  forwarder.cut();
+  const auto cut_at = std::chrono::steady_clock::now();
+  const std::string engine_addr = fmt::format("tcp://127.0.0.1:{}", forwarder.port());
+
+  // A lease that starts now cannot get a sandbox; it fails, naming the engine.
+  const auto starting = c.create(request_for(test_image(), "starting-during", 120));
+  const auto failed = settled(c, starting.id, 60s);
+  INFO("lease during the outage: " << protocol::to_string(failed.state) << " "
+                                   << (failed.error ? failed.error->code + ": " + failed.error->message : ""));
+  CHECK(failed.state == lease_state::failed);
+  REQUIRE(failed.error.has_value());
+  CHECK(failed.error->code == "sandbox_failed");
+  CHECK_THAT(failed.error->message, Contains("Docker engine") && Contains(engine_addr));
+
+  // The ready lease's exec fails the same clear way, and the lease itself stays.
+  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", ready.id), R"({"argv":["true"]})"));
+  INFO("exec during the outage: " << exec.status << " " << exec.code << ": " << exec.message);
+  CHECK(exec.status == 502);
+  CHECK(exec.code == "exec_failed");
+  CHECK_THAT(exec.message, Contains("Docker engine") && Contains(engine_addr));
+
+  // The daemon itself keeps answering.
+  CHECK(daemon_answers(c));
+  const auto during = c.status();
+  CHECK(during.slots_total == 3);
+
+  // A few seconds away in all, then it comes back on the same address.
+  wait_until([&] { return std::chrono::steady_clock::now() - cut_at >= 3s; }, 10s, 100ms);
+  CHECK(daemon_answers(c));
+  forwarder.restore();
+
+  // Without a restart, a new lease on the same daemon becomes ready, and the old one works again.
+  {
+    auto after = client::lease::acquire(c, request_for(test_image(), "after-return"), 120s);
+    const auto r = after.exec({"echo", "back"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_data == "back\n");
+  }
+  protocol::exec_request again;
+  again.argv = {"true"};
+  CHECK(c.exec(ready.id, again).exit_code == 0);
+  c.release(ready.id);
+
+  // The failed start may have left a container the engine made before the cut (its removal failed
+  // while the engine was away); the orphan sweep (every 10 s) removes it once the engine is back.
+  const bool clean = wait_until([&] { return engine.containers_of(instance).empty(); }, 30s, 250ms);
+  CHECK(clean);
+  const auto end = c.status();
+  CHECK(end.slots_in_use == 0);
+  CHECK(forwarder.connections() > 0);
+}
+
+TEST_CASE("a registry that is down fails its leases with image_pull_failed, other images are served",
+          "[faults][registry]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("registry-down");
+  engine_cleanup cleanup(engine, instance);
+  daemon_options opts;
+  opts.instance = instance;
+  opts.slots = 2;
+  opts.extra_args = {"--pull-attempts", "2", "--pull-deadline", "20"};
+  daemon_process d(opts);
+  const client::client c(d.url());
+
+  // Nothing listens there: a port taken from the kernel and given back.
+  const unsigned short dead_port = sandlot::itest::free_loopback_port();
+  const std::string gone_image = fmt::format("127.0.0.1:{}/sandlot/gone:1", dead_port);
+  const auto started = std::chrono::steady_clock::now();
+  const auto doomed = c.create(request_for(gone_image, "registry-down"));
+  const auto fine = c.create(request_for(test_image(), "registry-up"));
+
+  const auto ok = settled(c, fine.id, 60s);
+  CHECK(ok.state == lease_state::ready);
+  const auto v = settled(c, doomed.id, 60s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  INFO("gone image settled after " << took << " s: " << (v.error ? v.error->message : "(no error)"));
+  CHECK(v.state == lease_state::failed);
+  REQUIRE(v.error.has_value());
+  CHECK(v.error->code == "image_pull_failed");
+  CHECK_THAT(v.error->message, Contains(gone_image));
+
+  // Retried (attempt 2/2 in the log), not given up at once.
+  CHECK_THAT(d.log(), Contains("attempt 2/2"));
+  c.release(fine.id);
+  CHECK(engine.containers_of(instance).empty());
+  CHECK(c.status().slots_in_use == 0);
+}
+
+TEST_CASE("an expired lease is told why on its next call", "[faults][expiry]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("expired");
+  engine_cleanup cleanup(engine, instance);
+  daemon_process d(instance, 2);
+  const client::client c(d.url());
+
+  const auto raw = c.create(request_for(test_image(), "never-renewed", /*ttl_s=*/2));
+  // Every GET counts as a touch; after the last one the lease has ttl_s to be renewed, and is not.
+  // So the wait watches the engine and the daemon's slots, never the lease itself.
+  REQUIRE(settled(c, raw.id).state == lease_state::ready);
+  REQUIRE(wait_until([&] { return lease_ended(engine, instance, c); }, 15s, 250ms));
+  CHECK(c.get(raw.id).state == lease_state::expired);
+
+  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", raw.id), R"({"argv":["true"]})"));
+  INFO("exec: " << exec.status << " " << exec.code << ": " << exec.message);
+  CHECK(exec.status == 410);
+  CHECK(exec.code == "lease_gone");
+  // Said once, first thing: "lease X expired: not renewed within ttl_s=2; the client stopped ...".
+  CHECK_THAT(exec.message, Catch::Matchers::StartsWith(fmt::format("lease {} expired: not renewed within ttl_s=2", raw.id)));
+  const auto renew = error_in(c.request("POST", fmt::format("/v1/leases/{}/renew", raw.id)));
+  CHECK(renew.status == 410);
+  CHECK(renew.code == "lease_gone");
+  CHECK_THAT(renew.message, Contains("not renewed within ttl_s=2"));
+  CHECK(engine.containers_of(instance).empty());
+}
+
+TEST_CASE("a client lease whose heartbeat could not reach the daemon says so when used", "[faults][expiry]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("heartbeat-lost");
+  engine_cleanup cleanup(engine, instance);
+  daemon_process d(instance, 2);
+  // The test's way to the daemon goes through a forwarder that can be cut, as a network would.
+  tcp_forwarder path(forward_target::loopback(d.port()));
+  const client::client c(fmt::format("http://127.0.0.1:{}", path.port()));
+  const client::client direct(d.url());
+
+  auto lease = client::lease::acquire(c, request_for(test_image(), "cut-off", /*ttl_s=*/2), 120s);
+  const std::string id = lease.id();
+  path.cut();
+  // The heartbeat (every second at ttl 2) fails; the daemon expires the lease.
+  REQUIRE(wait_until([&] { return lease_ended(engine, instance, direct); }, 15s, 250ms));
+  CHECK(direct.get(id).state == lease_state::expired);
+  CHECK(lease.heartbeat_error().has_value());
+  path.restore();
+
+  try {
+    (void)lease.exec({"true"});
+    FAIL("exec on an expired lease succeeded");
+  } catch (const client::error& e) {
+    INFO("what(): " << e.what());
+    CHECK(e.status() == 410);
+    CHECK(e.code() == "lease_gone");
+    const std::string what = e.what();
+    CHECK_THAT(what, Contains(fmt::format("lease {} expired: not renewed within ttl_s=2", id)));
+    // ... and why it was not renewed, from this side: the heartbeat's own failure, which names
+    // the address it could not reach.
+    CHECK_THAT(what, Contains("this client's heartbeat had failed"));
+    CHECK_THAT(what, Contains(fmt::format("http://127.0.0.1:{}/v1/leases/{}/renew", path.port(), id)));
+  }
+  lease.release();  // a lease the daemon already ended releases quietly
+  CHECK(engine.containers_of(instance).empty());
+}
