@@ -351,7 +351,7 @@ asio::awaitable<std::vector<docker_client::container_summary>> docker_client::li
   if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
   std::vector<container_summary> out;
   for (const auto& c : res.json()) {
-    container_summary s{c.at("Id").get<std::string>(), {}};
+    container_summary s{c.at("Id").get<std::string>(), {}, c.value("State", std::string())};
     if (c.contains("Labels") && c["Labels"].is_object()) {
       for (const auto& [k, v] : c["Labels"].items()) {
         if (v.is_string()) s.labels[k] = v.get<std::string>();

@@ -105,6 +105,7 @@ class docker_client {
   struct container_summary {
     std::string id;
     std::map<std::string, std::string> labels;
+    std::string state;  // "running", "exited", "created", ...
   };
   /// Containers (any state) carrying every label in `labels` ("key=value" or "key").
   boost::asio::awaitable<std::vector<container_summary>> list_containers(

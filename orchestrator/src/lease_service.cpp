@@ -607,7 +607,19 @@ asio::awaitable<void> lease_service::sweep_orphans() {
     auto lease_label = c.labels.find(labels::lease);
     const std::string lease_id = lease_label == c.labels.end() ? std::string() : lease_label->second;
     auto it = leases_.find(lease_id);
-    if (it != leases_.end() && !protocol::is_final(it->second->state)) continue;
+    if (it != leases_.end() && !protocol::is_final(it->second->state)) {
+      // A ready lease whose sandbox stopped behind our back (the engine restarted, or its init
+      // died): fail it with the reason now, rather than on the test's next command.
+      auto& l = it->second;
+      if (l->state == lease_state::ready && !l->finishing && !l->stop && !c.state.empty() && c.state != "running") {
+        auto message = fmt::format("lease {}'s sandbox {} stopped (state '{}'): the engine restarted or the "
+                                   "sandbox's init exited; lease a new one",
+                                   lease_id, l->sandbox_name, c.state);
+        spdlog::warn("{}", message);
+        asio::co_spawn(ex_, finish(l, lease_state::failed, err(errc::sandbox_failed, message)), asio::detached);
+      }
+      continue;
+    }
     if (auto f = fixtures_.find(lease_id); f != fixtures_.end() && f->second->state != "gone") continue;
     spdlog::warn("removing orphaned sandbox {} (lease {})", c.id.substr(0, 12), lease_id);
     co_await provider_.remove(c.id);

@@ -304,3 +304,44 @@ TEST_CASE("a client lease whose heartbeat could not reach the daemon says so whe
   lease.release();  // a lease the daemon already ended releases quietly
   CHECK(engine.containers_of(instance).empty());
 }
+
+TEST_CASE("the engine restarted mid-run fails the leases it stopped and new leases work", "[faults][engine]") {
+  // A real dockerd restart, through the test environment's own script; only when that script
+  // started the engine (scripts/test-all sets SANDLOT_RESTART_ENGINE then).
+  const char* restart = std::getenv("SANDLOT_RESTART_ENGINE");
+  if (restart == nullptr || *restart == '\0') {
+    WARN("SANDLOT_ITEST_SKIPPED: SANDLOT_RESTART_ENGINE is unset (set it to a command that restarts the engine, "
+         "e.g. 'scripts/e2e-env restart-engine', on an engine nobody else uses)");
+    return;
+  }
+  const engine_probe engine;
+  const std::string instance = unique_instance("engine-restart");
+  engine_cleanup cleanup(engine, instance);
+  daemon_process d(instance, 2);
+  const client::client c(d.url());
+
+  const auto before = c.create(request_for(test_image(), "before-restart"));
+  REQUIRE(settled(c, before.id).state == lease_state::ready);
+  INFO("restart command: " << restart);
+  REQUIRE(std::system(fmt::format("{} >/dev/null 2>&1", restart).c_str()) == 0);
+  REQUIRE(daemon_answers(c));
+
+  // The daemon notices the stopped sandbox on its own (its sweep runs every 10 s) and fails the
+  // lease with the reason; the test's next call is told so.
+  REQUIRE(wait_until([&] { return c.status().slots_in_use == 0; }, 30s, 250ms));
+  const auto gone = c.get(before.id);
+  CHECK(gone.state == lease_state::failed);
+  REQUIRE(gone.error.has_value());
+  CHECK(gone.error->code == "sandbox_failed");
+  CHECK_THAT(gone.error->message, Contains("engine restarted"));
+  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", before.id), R"({"argv":["true"]})"));
+  CHECK(exec.status == 410);
+  CHECK_THAT(exec.message, Contains("stopped"));
+
+  // The same daemon, not restarted, serves a new lease.
+  {
+    auto after = client::lease::acquire(c, request_for(test_image(), "after-restart"), 120s);
+    CHECK(after.exec({"echo", "still here"}).stdout_data == "still here\n");
+  }
+  CHECK(wait_until([&] { return engine.containers_of(instance).empty(); }, 15s));
+}
