@@ -45,6 +45,7 @@
 
 #include "support/daemon_process.hpp"
 #include "support/engine_probe.hpp"
+#include "support/itest_common.hpp"
 #include "support/tcp_forwarder.hpp"
 
 namespace {
@@ -60,82 +61,13 @@ namespace client = sandlot::client;
 namespace protocol = sandlot::protocol;
 using Catch::Matchers::Contains;
 
-// ---------------------------------------------------------------------------------------------
-// Failure reporting: the logs of every daemon the failing test started.
-
-bool any_test_failed = false;
-
-struct daemon_log_printer : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-
-  void testCaseStarting(const Catch::TestCaseInfo& info) override {
-    sandlot::itest::forget_started_daemons();
-    Catch::TestEventListenerBase::testCaseStarting(info);
-  }
-
-  void testCaseEnded(const Catch::TestCaseStats& stats) override {
-    if (stats.totals.assertions.failed > 0) {
-      any_test_failed = true;
-      for (const auto& log : sandlot::itest::started_daemon_logs()) {
-        std::cout << "\n---------- orchestratord log " << log.string() << " ----------\n"
-                  << sandlot::itest::file_tail(log, 64 * 1024) << "---------- end of log ----------\n";
-      }
-    }
-    Catch::TestEventListenerBase::testCaseEnded(stats);
-  }
-
-  void testRunEnded(const Catch::TestRunStats& stats) override {
-    // Logs of a passing run are noise; a failing run (or SANDLOT_ITEST_KEEP_LOGS=1) keeps them.
-    const char* keep = std::getenv("SANDLOT_ITEST_KEEP_LOGS");
-    const bool keep_logs = keep != nullptr && *keep != '\0' && std::string_view(keep) != "0";
-    if (!keep_logs && !any_test_failed && stats.totals.assertions.failed == 0) {
-      std::error_code ignored;
-      std::filesystem::remove_all(sandlot::itest::scratch_dir(), ignored);
-    } else {
-      std::cout << "daemon logs kept in " << sandlot::itest::scratch_dir().string() << "\n";
-    }
-    Catch::TestEventListenerBase::testRunEnded(stats);
-  }
-};
-
-// ---------------------------------------------------------------------------------------------
-// Helpers.
-
-std::string env_or(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return (v != nullptr && *v != '\0') ? std::string(v) : std::string(fallback);
-}
-
-std::string test_image() { return env_or("SANDLOT_TEST_IMAGE", "127.0.0.1:5000/sandlot/busybox:1"); }
-std::string cold_image() { return env_or("SANDLOT_COLD_IMAGE", "127.0.0.1:5000/sandlot/cold:1"); }
-
-protocol::lease_request lease_of(std::string image, std::string test, int ttl_s = 30) {
-  protocol::lease_request req;
-  req.image = std::move(image);
-  req.run = fmt::format("itest-{}", getpid());
-  req.test = std::move(test);
-  req.ttl_s = ttl_s;
-  return req;
-}
-
-/// Removes whatever an instance still has on the engine when a test ends, so that a failing test
-/// does not leak sandboxes. Declare it before the daemon_process: it runs after the daemon stopped.
-struct leftover_guard {
-  const engine_probe& engine;
-  std::string instance;
-  leftover_guard(const engine_probe& e, std::string i) : engine(e), instance(std::move(i)) {}
-  leftover_guard(const leftover_guard&) = delete;
-  leftover_guard& operator=(const leftover_guard&) = delete;
-  ~leftover_guard() {
-    try {
-      if (int n = engine.remove_containers_of(instance); n > 0) {
-        std::cout << "cleanup: removed " << n << " leftover container(s) of instance " << instance << "\n";
-      }
-    } catch (const std::exception& e) {
-      std::cout << "cleanup of instance " << instance << " failed: " << e.what() << "\n";
-    }
-  }
-};
+using sandlot::itest::api_error_seen;
+using sandlot::itest::cold_image;
+using sandlot::itest::env_or;
+using sandlot::itest::error_of;
+using sandlot::itest::lease_of;
+using sandlot::itest::leftover_guard;
+using sandlot::itest::test_image;
 
 /// Long-polls until the lease is ready or final, within `timeout`.
 protocol::lease_view wait_settled(const client::client& c, const std::string& id,
@@ -224,24 +156,6 @@ class client_process {
   int fd_ = -1;
   std::string report_;
 };
-
-/// A daemon error body, decoded; `code` is empty when the body is not one.
-struct api_error_seen {
-  int status = 0;
-  std::string code;
-  std::string message;
-};
-
-api_error_seen error_of(const client::client::response& r) {
-  api_error_seen out;
-  out.status = r.status;
-  json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
-    out.code = j["error"].value("code", "");
-    out.message = j["error"].value("message", "");
-  }
-  return out;
-}
 
 std::size_t count_lines_containing(const std::string& path, const std::string& needle) {
   std::ifstream in(path);
@@ -346,7 +260,7 @@ raw_answer raw_http(unsigned short port, const std::string& method, const std::s
 
 }  // namespace
 
-CATCH_REGISTER_LISTENER(daemon_log_printer)
+SANDLOT_ITEST_LOG_PRINTER()
 
 // ---------------------------------------------------------------------------------------------
 

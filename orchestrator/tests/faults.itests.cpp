@@ -21,6 +21,7 @@
 
 #include "support/daemon_process.hpp"
 #include "support/engine_probe.hpp"
+#include "support/itest_common.hpp"
 #include "support/tcp_forwarder.hpp"
 
 namespace {
@@ -39,37 +40,10 @@ namespace client = sandlot::client;
 namespace protocol = sandlot::protocol;
 using Catch::Matchers::Contains;
 
-// A failing test prints its daemons' logs.
-struct daemon_log_printer : Catch::TestEventListenerBase {
-  using TestEventListenerBase::TestEventListenerBase;
-  void testCaseStarting(const Catch::TestCaseInfo& info) override {
-    sandlot::itest::forget_started_daemons();
-    Catch::TestEventListenerBase::testCaseStarting(info);
-  }
-  void testCaseEnded(const Catch::TestCaseStats& stats) override {
-    if (stats.totals.assertions.failed > 0) {
-      for (const auto& log : sandlot::itest::started_daemon_logs()) {
-        std::cout << "\n---------- orchestratord log " << log.string() << " ----------\n"
-                  << sandlot::itest::file_tail(log, 64 * 1024) << "---------- end of log ----------\n";
-      }
-    }
-    Catch::TestEventListenerBase::testCaseEnded(stats);
-  }
-};
-
-std::string test_image() {
-  const char* v = std::getenv("SANDLOT_TEST_IMAGE");
-  return (v != nullptr && *v != '\0') ? std::string(v) : std::string("127.0.0.1:5000/sandlot/busybox:1");
-}
-
-protocol::lease_request request_for(std::string image, std::string test, int ttl_s = 30) {
-  protocol::lease_request req;
-  req.image = std::move(image);
-  req.run = fmt::format("faults-{}", getpid());
-  req.test = std::move(test);
-  req.ttl_s = ttl_s;
-  return req;
-}
+using sandlot::itest::error_of;
+using sandlot::itest::lease_of;
+using sandlot::itest::leftover_guard;
+using sandlot::itest::test_image;
 
 /// Ready or final within `timeout`, long-polling.
 protocol::lease_view settled(const client::client& c, const std::string& id, std::chrono::seconds timeout = 60s) {
@@ -80,44 +54,6 @@ protocol::lease_view settled(const client::client& c, const std::string& id, std
   }
   return v;
 }
-
-/// {status, code, message} of a raw answer.
-struct seen_error {
-  int status = 0;
-  std::string code;
-  std::string message;
-};
-seen_error error_in(const client::client::response& r) {
-  seen_error e{r.status, {}, {}};
-  const json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_object() && j.contains("error") && j["error"].is_object()) {
-    e.code = j["error"].value("code", "");
-    e.message = j["error"].value("message", "");
-  }
-  return e;
-}
-
-/// On scope exit, removes (through the real engine) whatever the instance still has, and says
-/// so: a failed test must not leak into the next. Declared before the daemon, so it runs after.
-class engine_cleanup {
- public:
-  engine_cleanup(const engine_probe& e, std::string instance) : engine_(e), instance_(std::move(instance)) {}
-  engine_cleanup(const engine_cleanup&) = delete;
-  engine_cleanup& operator=(const engine_cleanup&) = delete;
-  ~engine_cleanup() {
-    try {
-      if (int n = engine_.remove_containers_of(instance_); n > 0) {
-        std::cout << "cleanup: removed " << n << " container(s) of " << instance_ << "\n";
-      }
-    } catch (const std::exception& e) {
-      std::cout << "cleanup of " << instance_ << " failed: " << e.what() << "\n";
-    }
-  }
-
- private:
-  const engine_probe& engine_;
-  std::string instance_;
-};
 
 bool daemon_answers(const client::client& c) {
   try {
@@ -135,12 +71,12 @@ bool lease_ended(const engine_probe& engine, const std::string& instance, const 
 
 }  // namespace
 
-CATCH_REGISTER_LISTENER(daemon_log_printer)
+SANDLOT_ITEST_LOG_PRINTER()
 
 TEST_CASE("the engine going away fails what needs it, and the daemon recovers when it returns", "[faults][engine]") {
   const engine_probe engine;
   const std::string instance = unique_instance("engine-away");
-  engine_cleanup cleanup(engine, instance);
+  leftover_guard cleanup(engine, instance);
   tcp_forwarder forwarder(forward_target::unix_socket("/var/run/docker.sock"));
   daemon_options opts;
   opts.instance = instance;
@@ -149,7 +85,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
   daemon_process d(opts);
   const client::client c(d.url());
 
-  const auto ready = c.create(request_for(test_image(), "ready-before", 120));
+  const auto ready = c.create(lease_of(test_image(), "ready-before", 120));
   REQUIRE(settled(c, ready.id).state == lease_state::ready);
 
   // The engine goes away: open connections drop, new ones are refused (as when dockerd stops).
@@ -158,7 +94,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
   const std::string engine_addr = fmt::format("tcp://127.0.0.1:{}", forwarder.port());
 
   // A lease that starts now cannot get a sandbox; it fails, naming the engine.
-  const auto starting = c.create(request_for(test_image(), "starting-during", 120));
+  const auto starting = c.create(lease_of(test_image(), "starting-during", 120));
   const auto failed = settled(c, starting.id, 60s);
   INFO("lease during the outage: " << protocol::to_string(failed.state) << " "
                                    << (failed.error ? failed.error->code + ": " + failed.error->message : ""));
@@ -168,7 +104,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
   CHECK_THAT(failed.error->message, Contains("Docker engine") && Contains(engine_addr));
 
   // The ready lease's exec fails the same clear way, and the lease itself stays.
-  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", ready.id), R"({"argv":["true"]})"));
+  const auto exec = error_of(c.request("POST", fmt::format("/v1/leases/{}/exec", ready.id), R"({"argv":["true"]})"));
   INFO("exec during the outage: " << exec.status << " " << exec.code << ": " << exec.message);
   CHECK(exec.status == 502);
   CHECK(exec.code == "exec_failed");
@@ -186,7 +122,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
 
   // Without a restart, a new lease on the same daemon becomes ready, and the old one works again.
   {
-    auto after = client::lease::acquire(c, request_for(test_image(), "after-return"), 120s);
+    auto after = client::lease::acquire(c, lease_of(test_image(), "after-return"), 120s);
     const auto r = after.exec({"echo", "back"});
     CHECK(r.exit_code == 0);
     CHECK(r.stdout_data == "back\n");
@@ -209,7 +145,7 @@ TEST_CASE("a registry that is down fails its leases with image_pull_failed, othe
           "[faults][registry]") {
   const engine_probe engine;
   const std::string instance = unique_instance("registry-down");
-  engine_cleanup cleanup(engine, instance);
+  leftover_guard cleanup(engine, instance);
   daemon_options opts;
   opts.instance = instance;
   opts.slots = 2;
@@ -221,8 +157,8 @@ TEST_CASE("a registry that is down fails its leases with image_pull_failed, othe
   const unsigned short dead_port = sandlot::itest::free_loopback_port();
   const std::string gone_image = fmt::format("127.0.0.1:{}/sandlot/gone:1", dead_port);
   const auto started = std::chrono::steady_clock::now();
-  const auto doomed = c.create(request_for(gone_image, "registry-down"));
-  const auto fine = c.create(request_for(test_image(), "registry-up"));
+  const auto doomed = c.create(lease_of(gone_image, "registry-down"));
+  const auto fine = c.create(lease_of(test_image(), "registry-up"));
 
   const auto ok = settled(c, fine.id, 60s);
   CHECK(ok.state == lease_state::ready);
@@ -244,24 +180,24 @@ TEST_CASE("a registry that is down fails its leases with image_pull_failed, othe
 TEST_CASE("an expired lease is told why on its next call", "[faults][expiry]") {
   const engine_probe engine;
   const std::string instance = unique_instance("expired");
-  engine_cleanup cleanup(engine, instance);
+  leftover_guard cleanup(engine, instance);
   daemon_process d(instance, 2);
   const client::client c(d.url());
 
-  const auto raw = c.create(request_for(test_image(), "never-renewed", /*ttl_s=*/2));
+  const auto raw = c.create(lease_of(test_image(), "never-renewed", /*ttl_s=*/2));
   // Every GET counts as a touch; after the last one the lease has ttl_s to be renewed, and is not.
   // So the wait watches the engine and the daemon's slots, never the lease itself.
   REQUIRE(settled(c, raw.id).state == lease_state::ready);
   REQUIRE(wait_until([&] { return lease_ended(engine, instance, c); }, 15s, 250ms));
   CHECK(c.get(raw.id).state == lease_state::expired);
 
-  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", raw.id), R"({"argv":["true"]})"));
+  const auto exec = error_of(c.request("POST", fmt::format("/v1/leases/{}/exec", raw.id), R"({"argv":["true"]})"));
   INFO("exec: " << exec.status << " " << exec.code << ": " << exec.message);
   CHECK(exec.status == 410);
   CHECK(exec.code == "lease_gone");
   // Said once, first thing: "lease X expired: not renewed within ttl_s=2; the client stopped ...".
   CHECK_THAT(exec.message, Catch::Matchers::StartsWith(fmt::format("lease {} expired: not renewed within ttl_s=2", raw.id)));
-  const auto renew = error_in(c.request("POST", fmt::format("/v1/leases/{}/renew", raw.id)));
+  const auto renew = error_of(c.request("POST", fmt::format("/v1/leases/{}/renew", raw.id)));
   CHECK(renew.status == 410);
   CHECK(renew.code == "lease_gone");
   CHECK_THAT(renew.message, Contains("not renewed within ttl_s=2"));
@@ -271,14 +207,14 @@ TEST_CASE("an expired lease is told why on its next call", "[faults][expiry]") {
 TEST_CASE("a client lease whose heartbeat could not reach the daemon says so when used", "[faults][expiry]") {
   const engine_probe engine;
   const std::string instance = unique_instance("heartbeat-lost");
-  engine_cleanup cleanup(engine, instance);
+  leftover_guard cleanup(engine, instance);
   daemon_process d(instance, 2);
   // The test's way to the daemon goes through a forwarder that can be cut, as a network would.
   tcp_forwarder path(forward_target::loopback(d.port()));
   const client::client c(fmt::format("http://127.0.0.1:{}", path.port()));
   const client::client direct(d.url());
 
-  auto lease = client::lease::acquire(c, request_for(test_image(), "cut-off", /*ttl_s=*/2), 120s);
+  auto lease = client::lease::acquire(c, lease_of(test_image(), "cut-off", /*ttl_s=*/2), 120s);
   const std::string id = lease.id();
   path.cut();
   // The heartbeat (every second at ttl 2) fails; the daemon expires the lease.
@@ -316,11 +252,11 @@ TEST_CASE("the engine restarted mid-run fails the leases it stopped and new leas
   }
   const engine_probe engine;
   const std::string instance = unique_instance("engine-restart");
-  engine_cleanup cleanup(engine, instance);
+  leftover_guard cleanup(engine, instance);
   daemon_process d(instance, 2);
   const client::client c(d.url());
 
-  const auto before = c.create(request_for(test_image(), "before-restart"));
+  const auto before = c.create(lease_of(test_image(), "before-restart"));
   REQUIRE(settled(c, before.id).state == lease_state::ready);
   INFO("restart command: " << restart);
   REQUIRE(std::system(fmt::format("{} >/dev/null 2>&1", restart).c_str()) == 0);
@@ -334,13 +270,13 @@ TEST_CASE("the engine restarted mid-run fails the leases it stopped and new leas
   REQUIRE(gone.error.has_value());
   CHECK(gone.error->code == "sandbox_failed");
   CHECK_THAT(gone.error->message, Contains("engine restarted"));
-  const auto exec = error_in(c.request("POST", fmt::format("/v1/leases/{}/exec", before.id), R"({"argv":["true"]})"));
+  const auto exec = error_of(c.request("POST", fmt::format("/v1/leases/{}/exec", before.id), R"({"argv":["true"]})"));
   CHECK(exec.status == 410);
   CHECK_THAT(exec.message, Contains("stopped"));
 
   // The same daemon, not restarted, serves a new lease.
   {
-    auto after = client::lease::acquire(c, request_for(test_image(), "after-restart"), 120s);
+    auto after = client::lease::acquire(c, lease_of(test_image(), "after-restart"), 120s);
     CHECK(after.exec({"echo", "still here"}).stdout_data == "still here\n");
   }
   CHECK(wait_until([&] { return engine.containers_of(instance).empty(); }, 15s));
