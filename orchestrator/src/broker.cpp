@@ -228,6 +228,10 @@ broker::plan broker::make_plan() const {
   return p;
 }
 
+int broker::queued_in(const std::string& run) const {
+  return static_cast<int>(std::count_if(queue_.begin(), queue_.end(), [&](const request& r) { return r.run == run; }));
+}
+
 int broker::position(const std::string& lease_id) const {
   if (!plan_) plan_ = make_plan();
   for (std::size_t i = 0; i < plan_->order.size(); ++i) {

@@ -73,6 +73,8 @@ class broker {
   int slots_in_use() const noexcept { return slots_in_use_; }
   int slots_free() const noexcept { return slots_total_ - slots_in_use_; }
   int queue_length() const noexcept { return static_cast<int>(queue_.size()); }
+  /// Leases of `run` waiting in the queue.
+  int queued_in(const std::string& run) const;
 
  private:
   struct lock_use {

@@ -238,15 +238,12 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   }
   parse_image_ref(req.image);  // 400 with what is wrong, before anything is queued
   if (req.run.empty()) req.run = "anonymous";
-  if (auto r = runs_.find(req.run); r != runs_.end()) {
-    const auto queued = std::count_if(r->second.leases.begin(), r->second.leases.end(),
-                                      [](const lease_ptr& q) { return q->state == lease_state::queued; });
-    if (queued >= opts_.max_queued_per_run) {
-      throw api_error(errc::too_many_requests,
-                      fmt::format("run '{}' already has {} leases queued (the limit is --max-queued-per-run={}); "
-                                  "wait for some to be admitted, or release those you no longer need",
-                                  req.run, queued, opts_.max_queued_per_run));
-    }
+  // The broker's queue, not the run's whole history: this runs on every create.
+  if (const int queued = broker_.queued_in(req.run); queued >= opts_.max_queued_per_run) {
+    throw api_error(errc::too_many_requests,
+                    fmt::format("run '{}' already has {} leases queued (the limit is --max-queued-per-run={}); "
+                                "wait for some to be admitted, or release those you no longer need",
+                                req.run, queued, opts_.max_queued_per_run));
   }
   const std::string key = req.run + "\n" + req.request_id;
   if (!req.request_id.empty()) {
