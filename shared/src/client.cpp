@@ -128,11 +128,11 @@ client::client(options opts) : opts_(std::move(opts)) {
 }
 
 client::response client::request(std::string_view method, std::string_view target, std::string_view body,
-                                 seconds extra_timeout) const {
+                                 seconds extra_timeout, std::string_view content_type) const {
   std::string full_url = join_url(opts_.url, target);
   try {
     detail::http_client http(opts_.url, opts_.token);
-    auto res = http.send(method, target, body, opts_.request_timeout + extra_timeout);
+    auto res = http.send(method, target, body, opts_.request_timeout + extra_timeout, content_type);
     return response{res.status, std::move(res.body)};
   } catch (const std::invalid_argument& e) {
     throw error(std::string(method), full_url, 0, "bad_url", e.what());
@@ -221,7 +221,9 @@ std::string query_escape(std::string_view s) {
 }  // namespace
 
 void client::put_file(const std::string& id, const std::string& path, std::string_view data, unsigned mode) const {
-  call("PUT", lease_target(id, fmt::format("/files?path={}&mode={:o}", query_escape(path), mode)), data, 200);
+  const std::string target = lease_target(id, fmt::format("/files?path={}&mode={:o}", query_escape(path), mode));
+  response res = request("PUT", target, data, seconds{0}, "application/octet-stream");
+  if (res.status != 200) throw from_response("PUT", join_url(opts_.url, target), res.status, res.body);
 }
 
 std::string client::get_file(const std::string& id, const std::string& path) const {
@@ -258,6 +260,20 @@ protocol::fixture_view client::fixture_ready(const std::string& fixture_id, cons
   return decode<protocol::fixture_view>(j, "POST", join_url(opts_.url, target), 200);
 }
 
+protocol::fixture_view client::fixture_failed(const std::string& fixture_id, const std::string& lease_id,
+                                             const std::string& message) const {
+  std::string target = fmt::format("{}/fixtures/{}/fail", protocol::api_prefix, fixture_id);
+  protocol::fixture_fail_request req{lease_id, message.substr(0, 4096)};
+  json j = call("POST", target, json(req).dump(), 200);
+  return decode<protocol::fixture_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+client client::with_timeout(seconds timeout) const {
+  options o = opts_;
+  o.request_timeout = timeout;
+  return client(std::move(o));
+}
+
 protocol::exec_result client::fixture_exec(const std::string& fixture_id, const protocol::exec_request& req,
                                            const std::string& lease_id) const {
   std::string target = fmt::format("{}/fixtures/{}/exec{}", protocol::api_prefix, fixture_id,
@@ -285,13 +301,26 @@ protocol::exec_result fixture::exec(std::vector<std::string> argv, std::optional
 
 // --- lease ------------------------------------------------------------------------------------
 
+namespace {
+
+/// How long a heartbeat's renew may take: a fraction of the ttl, so a wedged daemon cannot hold
+/// the heartbeat (or a release waiting to join it) for longer than the lease could live anyway.
+seconds renew_timeout(int ttl_s) { return std::clamp(seconds{ttl_s / 3}, seconds{1}, seconds{10}); }
+
+/// The most the destructor waits for a release.
+constexpr seconds release_bound{10};
+
+}  // namespace
+
 struct lease::state {
-  state(const client& c, protocol::lease_view v) : client_(c), view_(std::move(v)), id_(view_.id) {}
+  state(const client& c, protocol::lease_view v)
+      : client_(c), view_(std::move(v)), id_(view_.id), heartbeat_client_(c.with_timeout(renew_timeout(view_.ttl_s))) {}
 
   // A copy: the lease must stay usable whatever happens to the client it was acquired from.
   const client client_;
   protocol::lease_view view_;  // written by the owning thread only
   const std::string id_;       // what the heartbeat thread reads; never changes
+  const client heartbeat_client_;  // renews with a timeout that fits the ttl
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;
@@ -313,7 +342,7 @@ struct lease::state {
       std::optional<std::string> failure;
       bool stop = false;
       try {
-        protocol::renew_response r = client_.renew(id_);
+        protocol::renew_response r = heartbeat_client_.renew(id_);
         if (protocol::is_final(r.state)) {
           failure = fmt::format("lease {} is {}; the daemon no longer holds it", id_, protocol::to_string(r.state));
           stop = true;
@@ -363,10 +392,13 @@ lease& lease::operator=(lease&& other) noexcept {
 }
 
 lease::~lease() {
+  if (!s_ || s_->released_) return;
   try {
-    release();
+    s_->stop_heartbeat();  // bounded: a renew in flight gives up within renew_timeout
+    s_->client_.with_timeout(release_bound).release(s_->id_);
   } catch (...) {  // NOLINT(bugprone-empty-catch): destructors must not throw; the TTL reaps it
   }
+  s_->released_ = true;
 }
 
 lease lease::acquire(const client& c, protocol::lease_request req, seconds wait) {
@@ -492,7 +524,17 @@ fixture lease::hold_fixture(const protocol::fixture_request& req,
     }
     if (v.role == "creator") {
       // Ours to set up: a fresh sandbox nobody else uses until we publish it.
-      json data = setup(fixture(c, v, s_->id_));
+      json data;
+      try {
+        data = setup(fixture(c, v, s_->id_));
+      } catch (const std::exception& e) {
+        // The others waiting for it learn now, not when their wait runs out.
+        try {
+          c.fixture_failed(v.id, s_->id_, e.what());
+        } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the setup's failure is the one to report
+        }
+        throw;
+      }
       v = c.fixture_ready(v.id, s_->id_, data.is_null() ? json::object() : data);
       continue;
     }

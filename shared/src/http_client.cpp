@@ -33,7 +33,9 @@ using tcp = asio::ip::tcp;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 // exec answers carry the command's output; the daemon caps it well below this.
-constexpr std::uint64_t body_limit = 64u * 1024u * 1024u;
+// Above the daemon's worst answer: two output streams of at most 8 MiB (--max-output-bytes), each
+// byte JSON-escaped to at most 6 ("\u0000").
+constexpr std::uint64_t body_limit = 128u * 1024u * 1024u;
 
 bool starts_with_nocase(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
@@ -177,7 +179,7 @@ http_client::http_client(std::string_view url, std::string token)
     : url_(parse_url(url)), token_(std::move(token)) {}
 
 http_response http_client::send(std::string_view method, std::string_view target, std::string_view body,
-                                std::chrono::milliseconds timeout) const {
+                                std::chrono::milliseconds timeout, std::string_view content_type) const {
   http::request<http::string_body> req;
   req.version(11);
   req.method_string(method);  // known verbs map to their enum; anything else is sent as spelled
@@ -186,7 +188,8 @@ http_response http_client::send(std::string_view method, std::string_view target
   req.set(http::field::user_agent, "sandlot-client");
   req.set(http::field::accept, "application/json");
   if (!token_.empty()) req.set(http::field::authorization, "Bearer " + token_);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  // PUT of an empty file still says what it is.
+  if (!body.empty() || method == "PUT") req.set(http::field::content_type, content_type);
   req.body() = std::string(body);
   req.keep_alive(false);
   req.prepare_payload();

@@ -53,9 +53,10 @@ class http_client {
   http_client(std::string_view url, std::string token);
 
   /// Sends one request and reads the whole answer within `timeout`; throws transport_error when
-  /// no complete HTTP answer arrived. `target` starts with '/'; a body, when given, is sent as JSON.
+  /// no complete HTTP answer arrived. `target` starts with '/'; a body, when given, is sent with
+  /// `content_type`.
   http_response send(std::string_view method, std::string_view target, std::string_view body,
-                     std::chrono::milliseconds timeout) const;
+                     std::chrono::milliseconds timeout, std::string_view content_type = "application/json") const;
 
  private:
   http_url url_;

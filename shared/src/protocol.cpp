@@ -1,5 +1,6 @@
 #include <sandlot/protocol.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -36,6 +37,10 @@ constexpr std::array errc_table{
     errc_entry{errc::unauthorized, "unauthorized", 401},
     errc_entry{errc::conflict, "conflict", 409},
     errc_entry{errc::internal, "internal", 500},
+    errc_entry{errc::forbidden, "forbidden", 403},
+    errc_entry{errc::unsupported_media_type, "unsupported_media_type", 415},
+    errc_entry{errc::engine_unavailable, "engine_unavailable", 503},
+    errc_entry{errc::overloaded, "overloaded", 503},
 };
 
 constexpr std::array<std::pair<lease_state, std::string_view>, 8> state_names{{
@@ -127,6 +132,20 @@ void read_bool(const json& j, std::string_view field, bool& out) {
   out = v->get<bool>();
 }
 
+/// `text` with control characters shown as \xNN, for messages that quote what a client sent.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 void read_env(const json& j, std::string_view field, std::map<std::string, std::string>& out) {
   const json* v = find(j, field);
   if (v == nullptr) return;
@@ -134,9 +153,12 @@ void read_env(const json& j, std::string_view field, std::map<std::string, std::
   if (v->size() > 256) bad_field(field, "may hold at most 256 variables");
   for (const auto& [key, value] : v->items()) {
     // What execve and the engine accept: a name without '=' or NUL; a value without NUL.
-    if (key.empty() || key.size() > 256 || key.find_first_of(std::string_view("=\0", 2)) != std::string::npos) {
-      bad_field(fmt::format("{} key '{}'", field, key.substr(0, 64)),
-                "must be 1 to 256 characters without '=' or NUL, e.g. MY_VAR");
+    const bool control = std::any_of(key.begin(), key.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (key.empty() || key.size() > 256 || key.find('=') != std::string::npos || control) {
+      bad_field(fmt::format("{} key '{}'", field, printable(key.substr(0, 64))),
+                "must be 1 to 256 characters without '=' or control characters, e.g. MY_VAR");
     }
     if (!value.is_string()) bad_field(fmt::format("{}.{}", field, key), "must be a string");
     auto s = value.get<std::string>();
@@ -242,6 +264,17 @@ void check_file_path(std::string_view field, std::string_view path) {
   }
 }
 
+void check_no_control(std::string_view field, std::string_view text) {
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      bad_field(field, fmt::format("must not contain control characters such as newlines or tabs (found \\x{:02x} "
+                                   "in '{}')",
+                                   u, printable(text.substr(0, 64))));
+    }
+  }
+}
+
 void check_name(std::string_view field, std::string_view name) {
   if (name.empty() || name.size() > 128) bad_field(field, "must be 1 to 128 characters long");
   for (char c : name) {
@@ -265,7 +298,8 @@ void to_json(json& j, const lease_request& v) {
   j = json{{"image", v.image},        {"slots", v.slots},         {"ttl_s", v.ttl_s},
            {"ready_timeout_s", v.ready_timeout_s},                {"network", to_string(v.network)},
            {"env", v.env},            {"memory_mb", v.memory_mb}, {"cpus", v.cpus},
-           {"pids_limit", v.pids_limit},                          {"read_only", v.read_only}};
+           {"pids_limit", v.pids_limit},                          {"read_only", v.read_only},
+           {"disk_mb", v.disk_mb}};
   if (!v.run.empty()) j["run"] = v.run;
   if (!v.test.empty()) j["test"] = v.test;
   if (!v.request_id.empty()) j["request_id"] = v.request_id;
@@ -315,8 +349,11 @@ void from_json(const json& j, lease_request& v) {
   read(j, "image", v.image, /*required=*/true);
   if (v.image.empty()) bad_field("image", "must not be empty; name an image such as 127.0.0.1:5000/sandlot/busybox:1");
   read(j, "run", v.run);
+  check_no_control("run", v.run);
   read(j, "test", v.test);
+  check_no_control("test", v.test);
   read(j, "request_id", v.request_id);
+  check_no_control("request_id", v.request_id);
   read_int(j, "slots", v.slots, 1, 1024);
   read_int(j, "ttl_s", v.ttl_s, 1, 86400);
   read_int(j, "ready_timeout_s", v.ready_timeout_s, 1, 86400);
@@ -327,6 +364,7 @@ void from_json(const json& j, lease_request& v) {
   read_int(j, "pids_limit", v.pids_limit, 8, 1 << 22);
   read_bool(j, "read_only", v.read_only);
   read_locks(j, v.locks);
+  read_int<std::int64_t>(j, "disk_mb", v.disk_mb, 1, std::int64_t{1} << 24);
 }
 
 // --- sandbox_info -----------------------------------------------------------------------------
@@ -480,7 +518,8 @@ void from_json(const json& j, outcome_request& v) {
 void to_json(json& j, const fixture_request& v) {
   j = json{{"name", v.name},        {"image", v.image},         {"network", to_string(v.network)},
            {"env", v.env},          {"port", v.port},           {"grace_s", v.grace_s},
-           {"memory_mb", v.memory_mb}, {"cpus", v.cpus},        {"pids_limit", v.pids_limit}};
+           {"memory_mb", v.memory_mb}, {"cpus", v.cpus},        {"pids_limit", v.pids_limit},
+           {"disk_mb", v.disk_mb}};
 }
 void from_json(const json& j, fixture_request& v) {
   if (!j.is_object()) throw api_error(errc::bad_json, "a fixture request must be a JSON object");
@@ -495,6 +534,7 @@ void from_json(const json& j, fixture_request& v) {
   read_int<std::int64_t>(j, "memory_mb", v.memory_mb, 6, 1 << 20);
   read_double(j, "cpus", v.cpus, 0.01, 1024);
   read_int(j, "pids_limit", v.pids_limit, 8, 1 << 22);
+  read_int<std::int64_t>(j, "disk_mb", v.disk_mb, 1, std::int64_t{1} << 24);
 }
 
 void to_json(json& j, const fixture_view& v) {
@@ -528,6 +568,14 @@ void from_json(const json& j, fixture_ready_request& v) {
     if (!d->is_object()) bad_field("data", "must be a JSON object");
     v.data = *d;
   }
+}
+
+void to_json(json& j, const fixture_fail_request& v) { j = json{{"lease", v.lease}, {"message", v.message}}; }
+void from_json(const json& j, fixture_fail_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "a fail request must be a JSON object");
+  read(j, "lease", v.lease, /*required=*/true);
+  read(j, "message", v.message);
+  if (v.message.size() > 4096) bad_field("message", "must be at most 4096 bytes");
 }
 
 }  // namespace sandlot::protocol

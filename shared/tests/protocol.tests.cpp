@@ -428,7 +428,7 @@ TEST_CASE("env keys and workdirs are checked with a message that says what is al
     CHECK(e->code() == errc::invalid_field);
     return e->message();
   };
-  CHECK_THAT(bad(R"({"argv":["true"],"env":{"A=B":"x"}})"), Contains("without '=' or NUL"));
+  CHECK_THAT(bad(R"({"argv":["true"],"env":{"A=B":"x"}})"), Contains("without '=' or control characters"));
   CHECK_THAT(bad(R"({"argv":["true"],"env":{"":"x"}})"), Contains("1 to 256 characters"));
   CHECK_THAT(bad(R"({"argv":["true"],"env":{"A":"x\u0000y"}})"), Contains("NUL"));
   CHECK_THAT(bad(R"({"argv":["true"],"workdir":"tmp"})"), Contains("absolute path"));
@@ -438,6 +438,23 @@ TEST_CASE("env keys and workdirs are checked with a message that says what is al
   auto lease_env = decode_error<lease_request>(R"({"image":"x:1","env":{"BAD=KEY":"v"}})");
   REQUIRE(lease_env.has_value());
   CHECK_THAT(lease_env->message(), Contains("env key 'BAD=KEY'"));
+}
+
+TEST_CASE("control characters in names and keys are refused, so two values cannot collide", "[protocol]") {
+  // run "a\nb" with test "c" and run "a" with test "b\nc" were one key in the daemon's maps.
+  for (const char* body : {R"({"image":"x:1","run":"a\nb"})", R"({"image":"x:1","test":"t\u0000"})",
+                           R"({"image":"x:1","request_id":"r\tq"})", R"({"image":"x:1","env":{"A\nB":"v"}})",
+                           R"({"image":"x:1","test":"del\u007f"})"}) {
+    INFO(body);
+    auto e = decode_error<lease_request>(body);
+    REQUIRE(e.has_value());
+    CHECK(e->code() == errc::invalid_field);
+    CHECK_THAT(e->message(), Contains("control characters"));
+    CHECK_THAT(e->message(), Contains("\\x"));  // the character is shown, not printed raw
+  }
+  // Newlines in values are data, not names: still fine.
+  auto ok = parse_body<lease_request>(R"({"image":"x:1","test":"a test: with spaces","env":{"A":"line1\nline2"}})");
+  CHECK(ok.env.at("A") == "line1\nline2");
 }
 
 TEST_CASE("file paths must be plain absolute paths without traversal", "[protocol][files]") {

@@ -90,6 +90,9 @@ class client {
   /// POST /v1/fixtures/{id}/ready.
   protocol::fixture_view fixture_ready(const std::string& fixture_id, const std::string& lease_id,
                                        const nlohmann::json& data) const;
+  /// POST /v1/fixtures/{id}/fail: the creator could not set it up; every holder's wait ends with `message`.
+  protocol::fixture_view fixture_failed(const std::string& fixture_id, const std::string& lease_id,
+                                        const std::string& message) const;
   /// POST /v1/fixtures/{id}/exec?lease=L. While the fixture is being set up only its creator's
   /// lease may run commands in it.
   protocol::exec_result fixture_exec(const std::string& fixture_id, const protocol::exec_request& req,
@@ -105,11 +108,15 @@ class client {
     int status = 0;
     std::string body;
   };
-  /// A raw call for anything else; throws error only when no HTTP answer arrived.
+  /// A raw call for anything else; throws error only when no HTTP answer arrived. A body is sent
+  /// with `content_type`.
   response request(std::string_view method, std::string_view target, std::string_view body = {},
-                   std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
+                   std::chrono::seconds extra_timeout = std::chrono::seconds{0},
+                   std::string_view content_type = "application/json") const;
 
   const std::string& url() const noexcept { return opts_.url; }
+  /// A copy of this client whose calls give up after `timeout` (plus any long-poll wait).
+  client with_timeout(std::chrono::seconds timeout) const;
 
  private:
   nlohmann::json call(std::string_view method, const std::string& target, std::string_view body,
@@ -171,11 +178,13 @@ class lease {
   /// Holds the run's fixture `req.name`. The first holder of the run (or the next one, if that
   /// holder died while setting it up) runs `setup` on the fresh fixture sandbox and publishes what
   /// it returns as the fixture's data; everyone else waits until it is ready. Throws error if it
-  /// cannot be made or is not ready within `wait`.
+  /// cannot be made or is not ready within `wait`. If `setup` throws, the fixture is failed at
+  /// once (every holder's wait ends with the message) and the exception propagates.
   fixture hold_fixture(const protocol::fixture_request& req, const std::function<nlohmann::json(const fixture&)>& setup,
                        std::chrono::seconds wait = std::chrono::seconds{300}) const;
 
-  /// Releases now (idempotent); the destructor calls it and swallows errors.
+  /// Releases now (idempotent); the destructor calls it with a 10 s bound and swallows errors
+  /// (a lease it could not release is reaped by the daemon when its ttl runs out).
   void release();
   /// A heartbeat failure (e.g. the daemon expired the lease), or empty.
   std::optional<std::string> heartbeat_error() const;

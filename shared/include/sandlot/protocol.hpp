@@ -41,6 +41,10 @@ enum class errc {
   unauthorized,         // token missing or wrong
   conflict,             // the request does not fit the resource's state (e.g. a fixture not yours to make)
   internal,             // a bug: please report
+  forbidden,            // refused by the daemon's policy: a foreign Host or Origin, host network not allowed
+  unsupported_media_type,  // a body without the Content-Type its route takes
+  engine_unavailable,   // the container engine did not answer within its deadline
+  overloaded,           // too many connections; retry shortly
 };
 
 /// The stable string for a code, e.g. "invalid_field".
@@ -111,6 +115,7 @@ struct lease_request {
   int pids_limit = 256;                   // pids cgroup limit
   bool read_only = false;                 // read-only root filesystem (with a tmpfs /tmp)
   std::vector<lock_spec> locks;           // granted with the slots, all or nothing
+  std::int64_t disk_mb = 512;             // writable space (docs/api.md: the writable layer or /scratch)
 };
 
 struct sandbox_info {
@@ -157,6 +162,7 @@ struct fixture_request {
   std::int64_t memory_mb = 256;
   double cpus = 1.0;
   int pids_limit = 256;
+  std::int64_t disk_mb = 512;
 };
 
 struct fixture_view {
@@ -178,6 +184,12 @@ struct fixture_view {
 struct fixture_ready_request {
   std::string lease;  // the creator's lease id
   nlohmann::json data = nlohmann::json::object();
+};
+
+/// POST /v1/fixtures/{id}/fail: the creator could not set it up; every holder learns at once.
+struct fixture_fail_request {
+  std::string lease;    // the creator's lease id
+  std::string message;  // what went wrong, shown to the other holders
 };
 
 /// POST /v1/leases/{id}/renew
@@ -253,6 +265,8 @@ void to_json(nlohmann::json& j, const fixture_view& v);
 void from_json(const nlohmann::json& j, fixture_view& v);
 void to_json(nlohmann::json& j, const fixture_ready_request& v);
 void from_json(const nlohmann::json& j, fixture_ready_request& v);
+void to_json(nlohmann::json& j, const fixture_fail_request& v);
+void from_json(const nlohmann::json& j, fixture_fail_request& v);
 
 /// Checks a file path inside a sandbox: absolute, at most 4096 bytes, no NUL, and no empty, "."
 /// or ".." component (no traversal, one spelling per file). Throws invalid_field naming `field`.
@@ -260,6 +274,11 @@ void check_file_path(std::string_view field, std::string_view path);
 
 /// Checks a lock or fixture name: 1 to 128 of [A-Za-z0-9._:/-]. Throws invalid_field naming `field`.
 void check_name(std::string_view field, std::string_view name);
+
+/// Checks free text that becomes part of a key or a label (run, test, request_id, env keys): no
+/// control characters (U+0000-U+001F, U+007F), which would let two different values collide or
+/// forge a log line. Throws invalid_field naming `field`.
+void check_no_control(std::string_view field, std::string_view text);
 
 /// Parses a request body into T; throws api_error (bad_json / invalid_field) with a message that
 /// says what to fix.
