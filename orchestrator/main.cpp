@@ -1,23 +1,54 @@
 // orchestratord: the thin entry point; everything else lives in the sandlot_orchestrator library.
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
 #include "src/config.hpp"
 #include "src/docker_client.hpp"
 #include "src/docker_provider.hpp"
+#include "src/instance_owner.hpp"
 #include "src/lease_service.hpp"
 #include "src/listener.hpp"
 #include "src/router.hpp"
 
 namespace asio = boost::asio;
 using namespace sandlot::orchestrator;
+
+namespace {
+
+/// An io_context whose pending work can be destroyed on demand. Coroutines still suspended when
+/// the loop stops (a pull waiting for a pull slot, a long-poll) hold references into the lease
+/// service; they must be destroyed while it still exists, not by ~io_context after it is gone.
+class owning_io_context : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  void destroy_pending_work() { shutdown(); }
+};
+
+/// As many descriptors as the hard limit allows: each connection, engine call and exec stream
+/// takes one, and the soft default (often 1024) is easy to reach under load.
+void raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const auto was = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    spdlog::info("raised the open-file limit from {} to {}", was, lim.rlim_cur);
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::optional<daemon_config> cfg;
@@ -41,19 +72,31 @@ int main(int argc, char** argv) {
                    engine_addr.to_string());
     }
   }
+  raise_fd_limit();
+
+  // One daemon per instance on this host: a second one would remove the first one's sandboxes.
+  std::optional<instance_lock> lock;
+  try {
+    lock.emplace(cfg->instance);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
 
   // One thread owns every piece of state; engine calls are asynchronous, so none blocks it.
-  asio::io_context ioc{1};
+  owning_io_context ioc{1};
   docker_client engine(ioc.get_executor(), engine_addr);
+  engine.set_call_timeout(std::chrono::seconds(cfg->engine_timeout_s));
   docker_provider provider(engine, cfg->instance);
   lease_service service(ioc.get_executor(), provider, cfg->service());
-  router api(service, cfg->token);
+  router api(service, access_policy{cfg->token, cfg->allow_hosts, cfg->allow_origins});
 
   const std::string host = cfg->listen_host == "localhost" ? "127.0.0.1" : cfg->listen_host;
   std::optional<listener> server;
   try {
     session_limits limits;
     limits.read_timeout = std::chrono::seconds(cfg->read_timeout_s);
+    limits.max_connections = cfg->max_connections;
     server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg->listen_port), api,
                    limits);
   } catch (const std::exception& e) {
@@ -69,13 +112,37 @@ int main(int argc, char** argv) {
     stopping = true;
     exit_code = code;
     server->stop();
-    asio::co_spawn(ioc, service.shutdown(), [&](std::exception_ptr) { ioc.stop(); });
+    // A graceful stop removes every sandbox; an engine that hangs must not hold the daemon for
+    // longer than --shutdown-timeout.
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          using namespace asio::experimental::awaitable_operators;
+          asio::steady_timer limit(ioc, std::chrono::seconds(cfg->shutdown_timeout_s));
+          auto raced = co_await (service.shutdown() || limit.async_wait(asio::use_awaitable));
+          if (raced.index() == 1) {
+            spdlog::error("shutdown did not finish within {} s (--shutdown-timeout; is the engine hung?); exiting "
+                          "anyway: a restart with instance '{}' removes what is left",
+                          cfg->shutdown_timeout_s, cfg->instance);
+            exit_code = 1;
+          }
+        },
+        [&](std::exception_ptr) { ioc.stop(); });
   };
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int sig) {
     if (ec) return;
-    spdlog::info("received signal {}; stopping", sig);
+    if (stopping) {
+      // Asked twice: the operator wants out now. What is left is removed by the next start.
+      spdlog::warn("received signal {} again; exiting now without cleaning up", sig);
+      spdlog::default_logger()->flush();
+      ::_exit(128 + sig);
+    }
+    spdlog::info("received signal {}; stopping (send it again to exit at once)", sig);
     stop(0);
-  });
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
 
   asio::co_spawn(
       ioc,
@@ -87,6 +154,13 @@ int main(int argc, char** argv) {
         if (!cfg->token.empty()) {
           spdlog::info("every request but /healthz needs the bearer token of {}", cfg->token_file);
         }
+        spdlog::info("per slot of its weight a lease may ask up to {} MB of memory, {} CPUs, {} pids and {} MB of "
+                     "disk; ttl_s up to {} s (docs/sizing.md)",
+                     cfg->per_slot.memory_mb, cfg->per_slot.cpus, cfg->per_slot.pids, cfg->per_slot.disk_mb,
+                     cfg->max_ttl_s);
+        if (cfg->allow_host_network) {
+          spdlog::warn("--allow-host-network: sandboxes may share this host's network, loopback services included");
+        }
         co_await server->run();
       },
       [&](std::exception_ptr e) {
@@ -96,10 +170,11 @@ int main(int argc, char** argv) {
         } catch (const std::exception& ex) {
           spdlog::critical("{}", ex.what());
         }
-        signals.cancel();
         stop(1);
       });
 
   ioc.run();
+  // Whatever is still suspended goes now, while the service it points into is alive.
+  ioc.destroy_pending_work();
   return exit_code;
 }

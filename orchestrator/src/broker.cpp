@@ -1,6 +1,7 @@
 #include "broker.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <set>
 #include <stdexcept>
 
@@ -64,6 +65,67 @@ std::string broker::self_deadlock(const request& r) const {
     return "this test already holds " + std::to_string(held_slots) + " slot(s) and asks for " +
            std::to_string(r.slots) + " more, beyond the budget of " + std::to_string(slots_total_) +
            "; it waits until the test releases some";
+  }
+  return {};
+}
+
+std::vector<std::string> broker::lock_cycle(std::string& why) const {
+  // A graph of holders (tests): an edge from the holder of a queued lease to the holder of an
+  // admitted lease keeping a lock from it. A holder with an admitted lease that waits is blocked for
+  // good if the edges lead back to it.
+  struct edge {
+    std::string to;
+    std::string queued;  // the waiting lease
+    std::string lock;
+    std::string blocker;  // the admitted lease holding the lock
+  };
+  std::map<std::string, std::vector<edge>> edges;
+  for (const auto& q : queue_) {
+    if (q.holder.empty() || holders_.count(q.holder) == 0) continue;  // it holds nothing while it waits
+    for (const auto& want : q.locks) {
+      for (const auto& [id, h] : admitted_) {
+        if (h.req.holder.empty() || h.req.holder == q.holder) continue;
+        for (const auto& have : h.req.locks) {
+          if (have.name == want.name && (have.exclusive || want.exclusive)) {
+            edges[q.holder].push_back(edge{h.req.holder, q.lease_id, want.name, id});
+          }
+        }
+      }
+    }
+  }
+  // Depth-first search from each holder for a path back to a holder on the current path.
+  std::vector<const edge*> path;
+  std::set<std::string> done;
+  std::function<bool(const std::string&, std::vector<std::string>&)> visit = [&](const std::string& holder,
+                                                                                  std::vector<std::string>& on_path) {
+    on_path.push_back(holder);
+    for (const auto& e : edges[holder]) {
+      path.push_back(&e);
+      if (auto at = std::find(on_path.begin(), on_path.end(), e.to); at != on_path.end()) {
+        // The cycle is the tail of the path from where it re-enters.
+        path.erase(path.begin(), path.begin() + (at - on_path.begin()));
+        return true;
+      }
+      if (done.count(e.to) == 0 && visit(e.to, on_path)) return true;
+      path.pop_back();
+    }
+    on_path.pop_back();
+    done.insert(holder);
+    return false;
+  };
+  for (const auto& [holder, out] : edges) {
+    if (done.count(holder) != 0) continue;
+    std::vector<std::string> on_path;
+    path.clear();
+    if (!visit(holder, on_path)) continue;
+    std::vector<std::string> leases;
+    why.clear();
+    for (const edge* e : path) {
+      leases.push_back(e->queued);
+      if (!why.empty()) why += "; ";
+      why += "lease " + e->queued + " waits for lock '" + e->lock + "' held by lease " + e->blocker;
+    }
+    return leases;
   }
   return {};
 }

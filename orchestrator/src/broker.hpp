@@ -56,6 +56,11 @@ class broker {
   /// Why `r` cannot be admitted until its own holder releases a lease, or empty: the holder's
   /// admitted leases hold a lock `r` wants in a conflicting mode, or leave too few slots for it.
   std::string self_deadlock(const request& r) const;
+  /// A lock wait cycle between tests: test A holds lock X and waits for Y while test B holds Y and
+  /// waits for X (each through its own admitted and queued leases), which no release will ever
+  /// break. Returns the queued leases on one such cycle and says who holds and waits for what in
+  /// `why`; empty when there is none.
+  std::vector<std::string> lock_cycle(std::string& why) const;
   /// Removes a queued lease; false if it is not queued.
   bool cancel(const std::string& lease_id);
   /// Admits what may start now (see the rules above), in order.

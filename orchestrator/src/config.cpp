@@ -5,7 +5,11 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include <unistd.h>
+
+#include <array>
 #include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -123,6 +127,12 @@ std::string read_token_file(const std::string& path) {
   return token;
 }
 
+std::string host_name() {
+  std::array<char, 256> buf{};
+  if (::gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "unknown-host";
+  return buf.data();
+}
+
 bool is_loopback(const std::string& host) {
   if (host == "localhost") return true;
   boost::system::error_code ec;
@@ -140,6 +150,14 @@ service_options daemon_config::service() const {
   o.max_queued_per_run = max_queued_per_run;
   o.gate.attempts = pull_attempts;
   o.gate.pull_deadline = std::chrono::seconds(pull_deadline_s);
+  o.allow_host_network = allow_host_network;
+  o.max_ttl_s = max_ttl_s;
+  o.per_slot = per_slot;
+  o.max_fixtures = max_fixtures > 0 ? max_fixtures : slots;
+  o.keep_runs_count = static_cast<std::size_t>(keep_runs);
+  o.exec_output_limit = static_cast<std::size_t>(max_output_bytes);
+  o.orphan_sweep_interval = std::chrono::seconds(sweep_interval_s);
+  o.shutdown_timeout = std::chrono::seconds(shutdown_timeout_s);
   return o;
 }
 
@@ -178,6 +196,47 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
       ->check(CLI::Range(1, 86400));
   app.add_option("--instance", c.instance, "Name labelled on every sandbox; a restart with the same name "
                  "removes what the previous run left (default: orchestratord@LISTEN)");
+  app.add_option("--allow-host", c.allow_hosts,
+                 "Without --token-file, answer requests whose Host is NAME besides loopback names (repeatable; "
+                 "also SANDLOT_ALLOW_HOSTS=NAME,NAME)");
+  app.add_option("--allow-origin", c.allow_origins,
+                 "Answer requests from web pages of this origin, e.g. http://127.0.0.1:8080 (repeatable); any other "
+                 "Origin gets 403");
+  app.add_flag("--allow-host-network", c.allow_host_network,
+               "Let leases ask for network \"host\": such a sandbox reaches everything on this host's loopback, "
+               "this daemon's API and the registry included");
+  app.add_option("--max-ttl", c.max_ttl_s, "Most seconds a lease's ttl_s may be")->check(CLI::Range(1, 86400));
+  app.add_option("--max-memory", c.max_memory_mb,
+                 "Most memory_mb a lease may ask per slot of its weight (default: the host's usable memory "
+                 "share of one slot, docs/sizing.md)")
+      ->check(CLI::Range(std::int64_t{6}, std::int64_t{1} << 20));
+  app.add_option("--max-cpus", c.max_cpus, "Most cpus a lease may ask per slot of its weight (default: from sizing)")
+      ->check(CLI::Range(0.01, 1024.0));
+  app.add_option("--max-pids", c.max_pids, "Most pids_limit a lease may ask per slot of its weight (default 1024)")
+      ->check(CLI::Range(8, 1 << 22));
+  app.add_option("--max-disk", c.max_disk_mb, "Most disk_mb a lease may ask per slot of its weight (default 2048)")
+      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
+  app.add_option("--max-fixtures", c.max_fixtures,
+                 "Most fixtures alive at once, a budget of their own beside --slots (default: as many as --slots)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--keep-runs", c.keep_runs,
+                 "Most runs whose timelines are remembered; beyond it the oldest idle run is forgotten")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--max-connections", c.max_connections,
+                 "Most API connections served at once; beyond it a connection gets 503 (GET /healthz is still answered)")
+      ->check(CLI::Range(4, 1000000));
+  app.add_option("--max-output-bytes", c.max_output_bytes,
+                 "Most bytes of stdout and of stderr an exec returns (and a file read); the rest is cut, truncated: true")
+      ->check(CLI::Range(std::int64_t{1024}, std::int64_t{8} << 20));
+  app.add_option("--engine-timeout", c.engine_timeout_s,
+                 "Seconds any one engine call may take before the lease fails with engine_unavailable")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--sweep-interval", c.sweep_interval_s,
+                 "Seconds between orphan sweeps (sandboxes of this instance with no live lease)")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--shutdown-timeout", c.shutdown_timeout_s,
+                 "Seconds a graceful stop may take (a hung engine); a second SIGTERM stops at once")
+      ->check(CLI::Range(1, 300));
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -216,6 +275,21 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "instance", app, "--instance", c.instance);
     from_toml(t, "log_level", app, "--log-level", c.log_level);
     from_toml(t, "token_file", app, "--token-file", c.token_file);
+    from_toml(t, "allow_hosts", app, "--allow-host", c.allow_hosts);
+    from_toml(t, "allow_origins", app, "--allow-origin", c.allow_origins);
+    from_toml(t, "allow_host_network", app, "--allow-host-network", c.allow_host_network);
+    from_toml(t, "max_ttl_s", app, "--max-ttl", c.max_ttl_s);
+    from_toml(t, "max_memory_mb", app, "--max-memory", c.max_memory_mb);
+    from_toml(t, "max_cpus", app, "--max-cpus", c.max_cpus);
+    from_toml(t, "max_pids", app, "--max-pids", c.max_pids);
+    from_toml(t, "max_disk_mb", app, "--max-disk", c.max_disk_mb);
+    from_toml(t, "max_fixtures", app, "--max-fixtures", c.max_fixtures);
+    from_toml(t, "keep_runs", app, "--keep-runs", c.keep_runs);
+    from_toml(t, "max_connections", app, "--max-connections", c.max_connections);
+    from_toml(t, "max_output_bytes", app, "--max-output-bytes", c.max_output_bytes);
+    from_toml(t, "engine_timeout_s", app, "--engine-timeout", c.engine_timeout_s);
+    from_toml(t, "sweep_interval_s", app, "--sweep-interval", c.sweep_interval_s);
+    from_toml(t, "shutdown_timeout_s", app, "--shutdown-timeout", c.shutdown_timeout_s);
     // The file gets the same checks as the flags; a typo must not silently change behaviour
     // (spdlog turns an unknown level name into "off").
     auto in_range = [&](const char* key, int v, int lo, int hi) {
@@ -229,6 +303,17 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     in_range("read_timeout_s", c.read_timeout_s, 1, 3600);
     in_range("pull_attempts", c.pull_attempts, 1, 20);
     in_range("pull_deadline_s", c.pull_deadline_s, 1, 86400);
+    in_range("max_ttl_s", c.max_ttl_s, 1, 86400);
+    in_range("max_fixtures", std::max(c.max_fixtures, 1), 1, 100000);
+    in_range("keep_runs", c.keep_runs, 1, 100000);
+    in_range("max_connections", c.max_connections, 4, 1000000);
+    in_range("engine_timeout_s", c.engine_timeout_s, 1, 3600);
+    in_range("sweep_interval_s", c.sweep_interval_s, 1, 3600);
+    in_range("shutdown_timeout_s", c.shutdown_timeout_s, 1, 300);
+    if (c.max_output_bytes < 1024 || c.max_output_bytes > (std::int64_t{8} << 20)) {
+      throw std::runtime_error(fmt::format("config file {}: 'max_output_bytes' must be between 1024 and {}",
+                                           c.config_file, std::int64_t{8} << 20));
+    }
     static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
     if (levels.count(c.log_level) == 0) {
       throw std::runtime_error(fmt::format("config file {}: 'log_level' is '{}' but must be one of trace, "
@@ -244,12 +329,33 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
         "anyone reaching the port could start containers on this host",
         c.listen));
   }
-  if (c.instance.empty()) c.instance = "orchestratord@" + c.listen;
+  // The host's name makes the default unique to this machine (or container): two daemons on two
+  // hosts sharing one engine, both on 127.0.0.1:7345, must not take each other's sandboxes.
+  if (c.instance.empty()) c.instance = fmt::format("orchestratord@{}/{}", host_name(), c.listen);
+  if (const char* env = std::getenv("SANDLOT_ALLOW_HOSTS"); env != nullptr) {
+    std::string_view rest = env;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      auto name = rest.substr(0, comma);
+      while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
+      while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
+      if (!name.empty()) c.allow_hosts.emplace_back(name);
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    }
+  }
+  // A listen host that is a name is a name clients will use.
+  if (!is_loopback(c.listen_host)) c.allow_hosts.push_back(c.listen_host);
+  const auto host = read_host_resources();
   if (c.slots_auto) {
-    const auto estimate = estimate_slots(read_host_resources());
+    const auto estimate = estimate_slots(host);
     c.slots = estimate.slots;
     c.slots_explanation = estimate.explanation;
   }
+  c.per_slot = share_per_slot(host, c.slots);
+  if (c.max_memory_mb > 0) c.per_slot.memory_mb = c.max_memory_mb;
+  if (c.max_cpus > 0) c.per_slot.cpus = c.max_cpus;
+  if (c.max_pids > 0) c.per_slot.pids = c.max_pids;
+  if (c.max_disk_mb > 0) c.per_slot.disk_mb = c.max_disk_mb;
   return c;
 }
 

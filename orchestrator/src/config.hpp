@@ -1,11 +1,13 @@
 // orchestratord's settings: command line (CLI11) over an optional TOML file (toml++); flags win.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "lease_service.hpp"
+#include "sizing.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -28,6 +30,23 @@ struct daemon_config {
   std::string token_file;  // --token-file: every request but /healthz needs its bearer token
   std::string token;       // read from token_file; never logged
 
+  std::vector<std::string> allow_hosts;    // --allow-host, and SANDLOT_ALLOW_HOSTS (comma-separated)
+  std::vector<std::string> allow_origins;  // --allow-origin
+  bool allow_host_network = false;
+  int max_ttl_s = 3600;
+  std::int64_t max_memory_mb = 0;  // per slot; 0: from sizing
+  double max_cpus = 0;             // per slot; 0: from sizing
+  int max_pids = 0;                // per slot; 0: from sizing
+  std::int64_t max_disk_mb = 0;    // per slot; 0: from sizing
+  int max_fixtures = 0;            // 0: as many as --slots
+  int keep_runs = 100;
+  int max_connections = 512;
+  std::int64_t max_output_bytes = 4 * 1024 * 1024;
+  int engine_timeout_s = 60;
+  int sweep_interval_s = 10;
+  int shutdown_timeout_s = 25;
+  slot_share per_slot;  // resolved maxima per slot
+
   std::string listen_host;
   unsigned short listen_port = 0;
 
@@ -42,6 +61,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv);
 /// The bearer token in `path`: its content without trailing whitespace. Throws std::runtime_error
 /// saying what to fix when it cannot be read, is empty, or has characters a header cannot carry.
 std::string read_token_file(const std::string& path);
+
+/// This machine's (or container's) host name.
+std::string host_name();
 
 /// True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback(const std::string& host);

@@ -12,6 +12,8 @@
 #include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -193,6 +195,9 @@ asio::awaitable<docker_client::response> docker_client::call(http::verb method, 
 asio::awaitable<docker_client::response> docker_client::call_bytes(http::verb method, std::string target,
                                                                    std::string body, std::string content_type,
                                                                    std::chrono::milliseconds timeout) {
+  // Every call has a deadline: an engine that takes connections and never answers fails the
+  // call (engine_error::timed_out) instead of hanging the lease behind it.
+  timeout = std::min(timeout, call_timeout_);
   auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(timeout, 10s));
   stream.expires_after(timeout);
   try {
@@ -207,14 +212,24 @@ asio::awaitable<docker_client::response> docker_client::call_bytes(http::verb me
     auto res = parser.release();
     co_return response{res.result_int(), std::move(res.body())};
   } catch (const boost::system::system_error& e) {
+    if (e.code() == beast::error::timeout) {
+      throw engine_error(0,
+                         fmt::format("the Docker engine at {} did not answer {} {} within {} s; is dockerd hung? "
+                                     "(docs/operations.md)",
+                                     addr_.to_string(), std::string_view(http::to_string(method)),
+                                     target.substr(0, target.find('?')),
+                                     std::chrono::duration_cast<std::chrono::seconds>(timeout).count()),
+                         /*timed_out=*/true);
+    }
     throw engine_error(0, fmt::format("{} {} on the Docker engine failed: {}", http::to_string(method),
                                       target, e.code().message()));
   }
 }
 
 asio::awaitable<std::string> docker_client::negotiate() {
-  auto stream = co_await connect(ex_, addr_, 10s);
-  stream.expires_after(10s);
+  const auto timeout = std::min<std::chrono::milliseconds>(call_timeout_, 10s);
+  auto stream = co_await connect(ex_, addr_, timeout);
+  stream.expires_after(timeout);
   try {
     auto req = make_request(http::verb::get, "/_ping", {}, {});
     co_await http::async_write(stream, req, asio::use_awaitable);
@@ -245,6 +260,16 @@ asio::awaitable<bool> docker_client::image_exists(const std::string& ref) {
   if (res.status == 200) co_return true;
   if (res.status == 404) co_return false;
   throw engine_error(res.status, fmt::format("inspecting image {}: {}", ref, engine_message(res.body)));
+}
+
+asio::awaitable<std::string> docker_client::image_id(const std::string& ref) {
+  auto res = co_await call(http::verb::get, "/images/" + ref + "/json", std::nullopt, 30s);
+  if (res.status != 200) throw engine_error(res.status, fmt::format("inspecting image {}: {}", ref, engine_message(res.body)));
+  auto j = res.json();
+  if (!j.is_object() || !j.contains("Id") || !j["Id"].is_string()) {
+    throw engine_error(res.status, fmt::format("inspecting image {}: the answer has no Id", ref));
+  }
+  co_return j["Id"].get<std::string>();
 }
 
 asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_point deadline,
@@ -374,10 +399,12 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
 
   exec_output out;
   stream_demuxer demux(spec.output_limit);
+  bool cancelled = false;
   {
-    auto stream = co_await connect(ex_, addr_, 10s);
+    auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(call_timeout_, 10s));
     const auto deadline = clock::now() + spec.timeout;
-    stream.expires_at(deadline);
+    // Starting it is an engine call like any other; the command then runs for its own timeout.
+    stream.expires_after(std::min<std::chrono::milliseconds>(call_timeout_, spec.timeout));
     try {
       // Ask for an upgraded connection, as the docker CLI does: after 101 the socket is raw.
       auto req = make_request(http::verb::post, versioned("/exec/" + exec_id + "/start"),
@@ -392,6 +419,7 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
       if (status != 101 && status != 200) {
         throw engine_error(status, fmt::format("starting exec failed with HTTP {}", status));
       }
+      stream.expires_at(deadline);
       // Bytes read past the header already belong to the raw stream.
       auto leftover = buffer.data();
       demux.feed(static_cast<const char*>(leftover.data()), leftover.size());
@@ -418,10 +446,27 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
     } catch (const boost::system::system_error& e) {
       if (e.code() == beast::error::timeout) {
         out.timed_out = true;
+      } else if (e.code() == asio::error::operation_aborted) {
+        cancelled = true;
       } else if (e.code() != asio::error::connection_reset && e.code() != asio::error::broken_pipe) {
         throw engine_error(0, fmt::format("the exec stream broke: {}", e.code().message()));
       }
     }
+  }
+  if (cancelled) {
+    // Whoever asked is gone (the client closed its connection): the command must not run on for
+    // up to its timeout. This coroutine is cancelled and can await nothing more, so the kill runs
+    // as a task of its own.
+    asio::co_spawn(
+        ex_,
+        [this, exec_id, container_id]() -> asio::awaitable<void> {
+          try {
+            co_await kill_exec(exec_id, container_id);
+          } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): best effort; the lease's end removes all
+          }
+        },
+        asio::detached);
+    throw boost::system::system_error(asio::error::operation_aborted);
   }
   out.stdout_data = std::move(demux.out());
   out.stderr_data = std::move(demux.err());

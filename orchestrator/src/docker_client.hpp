@@ -32,12 +32,15 @@ struct engine_address {
 /// An engine call that failed: HTTP status (0 when the engine could not be reached) and its message.
 class engine_error : public std::runtime_error {
  public:
-  engine_error(unsigned status, const std::string& message)
-      : std::runtime_error(message), status_(status) {}
+  engine_error(unsigned status, const std::string& message, bool timed_out = false)
+      : std::runtime_error(message), status_(status), timed_out_(timed_out) {}
   unsigned status() const noexcept { return status_; }
+  /// The engine took the connection but did not answer within the call's deadline (hung).
+  bool timed_out() const noexcept { return timed_out_; }
 
  private:
   unsigned status_;
+  bool timed_out_;
 };
 
 struct exec_spec {
@@ -64,6 +67,9 @@ class docker_client {
   /// GET /_ping; remembers the engine's API version for later calls. Throws engine_error.
   boost::asio::awaitable<std::string> negotiate();
   const std::string& api_version() const noexcept { return api_version_; }
+  /// The most any one call may take (--engine-timeout); an exec's stream runs for its own timeout.
+  void set_call_timeout(std::chrono::milliseconds t) noexcept { call_timeout_ = t; }
+  std::chrono::milliseconds call_timeout() const noexcept { return call_timeout_; }
   const engine_address& address() const noexcept { return addr_; }
 
   struct response {
@@ -88,6 +94,8 @@ class docker_client {
 
   /// GET /images/{ref}/json is 200.
   boost::asio::awaitable<bool> image_exists(const std::string& ref);
+  /// The image id ("sha256:...") `ref` names in the engine now. Throws engine_error (404 if absent).
+  boost::asio::awaitable<std::string> image_id(const std::string& ref);
   /// Pulls `ref`, reading the whole progress stream; throws engine_error with the engine's reason.
   /// Gives up at `deadline`, or when the stream shows no progress for `stall_timeout`.
   boost::asio::awaitable<void> pull(const std::string& ref,
@@ -112,7 +120,8 @@ class docker_client {
       const std::vector<std::string>& labels);
 
   /// Runs argv via the exec endpoints, demultiplexing stdout/stderr; stdin through an upgraded
-  /// (hijacked) connection with a half-close for EOF.
+  /// (hijacked) connection with a half-close for EOF. Cancelled (the caller went away), it kills
+  /// the command in the sandbox before it throws.
   boost::asio::awaitable<exec_output> exec(const std::string& container_id, const exec_spec& spec);
 
  private:
@@ -122,6 +131,7 @@ class docker_client {
   boost::asio::any_io_executor ex_;
   engine_address addr_;
   std::string api_version_ = "1.41";
+  std::chrono::milliseconds call_timeout_{std::chrono::seconds(60)};
 };
 
 /// Splits a Docker multiplexed stream (8-byte frame headers) into stdout and stderr, keeping at

@@ -1,19 +1,46 @@
 #include "docker_provider.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "instance_owner.hpp"
 
 namespace sandlot::orchestrator {
 
 namespace asio = boost::asio;
 using json = nlohmann::json;
 
-docker_provider::docker_provider(docker_client& engine, std::string instance)
-    : engine_(engine), instance_(std::move(instance)) {}
+docker_provider::docker_provider(docker_client& engine, std::string instance, std::string owner)
+    : engine_(engine), instance_(std::move(instance)), owner_(owner.empty() ? self_owner() : std::move(owner)) {}
 
-json docker_provider::container_spec(const sandbox_spec& spec) const {
+bool docker_provider::may_reap(const docker_client::container_summary& c) {
+  auto it = c.labels.find(labels::owner);
+  const std::string owner = it == c.labels.end() ? std::string() : it->second;
+  if (owner == owner_) return true;
+  const owner_state state = classify_owner(owner);
+  switch (state) {
+    case owner_state::self:
+    case owner_state::gone:
+      return true;
+    case owner_state::alive:
+    case owner_state::foreign:
+      break;
+  }
+  if (std::find(warned_owners_.begin(), warned_owners_.end(), owner) == warned_owners_.end()) {
+    warned_owners_.push_back(owner);
+    spdlog::warn("sandboxes of instance '{}' made by {} are left alone: that daemon {}; give each daemon its own "
+                 "--instance",
+                 instance_, owner,
+                 state == owner_state::alive ? "still runs on this host"
+                                                             : "runs on another host sharing this engine");
+  }
+  return false;
+}
+
+json docker_provider::container_spec(const sandbox_spec& spec, bool size_the_layer) const {
   const auto& req = spec.request;
   std::vector<std::string> env;
   for (const auto& [k, v] : req.env) env.push_back(k + "=" + v);
@@ -29,9 +56,18 @@ json docker_provider::container_spec(const sandbox_spec& spec) const {
       {"Init", true},
       {"ReadonlyRootfs", req.read_only},
   };
-  if (req.read_only) host_config["Tmpfs"] = {{"/tmp", "rw,nosuid,size=64m"}};
+  json tmpfs = json::object();
+  if (req.read_only) tmpfs["/tmp"] = "rw,nosuid,size=64m";
+  if (size_the_layer) {
+    host_config["StorageOpt"] = {{"size", fmt::format("{}M", req.disk_mb)}};
+  } else {
+    // The driver cannot bound the writable layer: a bounded scratch space instead (its pages count
+    // against the memory limit too). docs/api.md says where to write.
+    tmpfs["/scratch"] = fmt::format("rw,nosuid,nodev,size={}m", req.disk_mb);
+  }
+  if (!tmpfs.empty()) host_config["Tmpfs"] = std::move(tmpfs);
   json body = {
-      {"Image", req.image},
+      {"Image", spec.image_id.empty() ? req.image : spec.image_id},
       {"Env", env},
       // The image's own command runs; an open stdin keeps a shell-CMD image (busybox) alive
       // until the sandbox is removed, without the daemon choosing a command for it.
@@ -45,6 +81,7 @@ json docker_provider::container_spec(const sandbox_spec& spec) const {
   l[labels::run] = req.run;
   l[labels::lease] = spec.lease_id;
   l[labels::test] = req.test.substr(0, 200);
+  l[labels::owner] = owner_;
   // The engine refuses a hostname with the host network; there the sandbox shares the host's.
   if (req.network != protocol::network_mode::host) body["Hostname"] = "sb-" + spec.lease_id;
   return body;
@@ -52,14 +89,53 @@ json docker_provider::container_spec(const sandbox_spec& spec) const {
 
 asio::awaitable<protocol::sandbox_info> docker_provider::create(const sandbox_spec& spec) {
   const std::string name = "sandlot-" + spec.lease_id;
-  const std::string id = co_await engine_.create_container(name, container_spec(spec));
-  co_await engine_.start_container(id);
-  auto info = co_await engine_.inspect_container(id);
-  const auto& state = info.at("State");
-  if (!state.value("Running", false)) {
-    throw engine_error(0, fmt::format("sandbox {} is not running after start (exit code {}{})", name,
-                                      state.value("ExitCode", -1),
-                                      state.value("Error", "").empty() ? "" : ", " + state.value("Error", "")));
+  std::string id;
+  if (disk_quota_ != disk_quota::unsupported) {
+    std::string refusal;
+    try {
+      id = co_await engine_.create_container(name, container_spec(spec, true));
+      disk_quota_ = disk_quota::supported;
+    } catch (const engine_error& e) {
+      const std::string_view what = e.what();
+      if (e.status() != 400 && e.status() != 500) throw;
+      if (what.find("storage-opt") == std::string_view::npos && what.find("StorageOpt") == std::string_view::npos &&
+          what.find("quota") == std::string_view::npos) {
+        throw;
+      }
+      refusal = e.what();
+    }
+    if (!refusal.empty()) {
+      disk_quota_ = disk_quota::unsupported;
+      spdlog::warn("the engine's storage driver cannot limit a sandbox's writable layer ({}); sandboxes get a "
+                   "tmpfs /scratch of disk_mb instead, and writes elsewhere are bounded only by the host's disk "
+                   "(docs/operations.md)",
+                   refusal);
+    }
+  }
+  if (id.empty()) id = co_await engine_.create_container(name, container_spec(spec, false));
+  nlohmann::json info;
+  std::exception_ptr failure;
+  try {
+    co_await engine_.start_container(id);
+    info = co_await engine_.inspect_container(id);
+    const auto& state = info.at("State");
+    if (!state.value("Running", false)) {
+      throw engine_error(0, fmt::format("sandbox {} is not running after start (exit code {}{})", name,
+                                        state.value("ExitCode", -1),
+                                        state.value("Error", "").empty() ? "" : ", " + state.value("Error", "")));
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) {
+    // The engine made it, so it is ours to remove now rather than the sweep's, minutes later.
+    // (Not from inside the catch: a coroutine cannot co_await there.)
+    try {
+      co_await engine_.remove_container(id);
+    } catch (const std::exception& e) {
+      spdlog::warn("sandbox {} failed to start and could not be removed yet (the sweep retries): {}", name, e.what());
+    }
+    std::rethrow_exception(failure);
   }
   protocol::sandbox_info out;
   out.id = id;
@@ -92,6 +168,7 @@ asio::awaitable<int> docker_provider::remove_all_own() {
   auto found = co_await list_own();
   int removed = 0;
   for (const auto& c : found) {
+    if (!may_reap(c)) continue;
     try {
       co_await engine_.remove_container(c.id);
       ++removed;

@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -31,22 +32,33 @@ asio::awaitable<void> image_gate::ensure(const std::string& image) {
   std::shared_ptr<entry> e = slot;  // keeps the entry alive across suspension
   if (e->state == image_state::present) co_return;
 
-  if (!e->current || e->current->done) {
+  const bool start = !e->current || e->current->done;
+  if (start) {
     // No flight in progress: start one. Everyone arriving while it runs joins it.
     e->current = std::make_shared<flight_result>();
     ++flights_started_;
     e->state = image_state::waiting_for_cap;
     e->error.clear();
-    asio::co_spawn(ex_, flight(image, e, e->current), asio::detached);
   }
   std::shared_ptr<flight_result> joined = e->current;
+  // Counted before the flight can run: a flight with no waiters gives up (see flight()).
   ++e->waiters;
   struct leave {
+    image_gate& gate;
     entry& e;
-    ~leave() { --e.waiters; }
-  } guard{*e};
+    ~leave() {
+      if (--e.waiters == 0) {
+        e.abandoned.notify_all();
+        gate.cap_freed_.notify_all();  // a flight waiting for the cap re-checks whether anyone still waits
+      }
+    }
+  } guard{*this, *e};
+  if (start) asio::co_spawn(ex_, flight(image, e, e->current), asio::detached);
   while (!joined->done) co_await joined->finished.wait();
   if (joined->ok) co_return;
+  if (joined->code == errc::engine_unavailable) {
+    throw api_error(errc::engine_unavailable, fmt::format("could not make image '{}' ready: {}", image, joined->error));
+  }
   throw api_error(errc::image_pull_failed,
                   fmt::format("could not pull image '{}': {}; check the reference and that the "
                               "registry serves it",
@@ -56,24 +68,60 @@ asio::awaitable<void> image_gate::ensure(const std::string& image) {
 asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entry> e,
                                          std::shared_ptr<flight_result> result) {
   // Wait for a free pull slot: distinct images beyond the cap queue here, not at the registry.
-  while (active_pulls_ >= opts_.max_concurrent_pulls) co_await cap_freed_.wait();
+  while (active_pulls_ >= opts_.max_concurrent_pulls && e->waiters > 0) co_await cap_freed_.wait();
+  // Settles the flight once, in the same turn of the event loop as the pull's end, so that an
+  // ensure() arriving in that turn starts a new flight rather than joining this finished one.
+  auto settle = [this, &image, &e, &result]() {
+    if (result->done) return;
+    // A pull cut short because its last waiter left failed for that reason, not the engine's.
+    const bool abandoned = !result->ok && e->waiters == 0;
+    if (abandoned) {
+      result->error = "nobody waits for it any more";
+      spdlog::info("image gate: pull of {} abandoned: every lease that wanted it left", image);
+    } else if (!result->ok) {
+      spdlog::warn("image gate: pull of {} failed: {}", image, result->error);
+    }
+    result->done = true;
+    if (e->current == result) {
+      e->state = result->ok ? image_state::present : (abandoned ? image_state::unknown : image_state::failed);
+      e->error = abandoned ? std::string() : result->error;
+    }
+    cap_freed_.notify_all();
+    result->finished.notify_all();
+  };
+  if (e->waiters == 0) {
+    settle();
+    co_return;
+  }
   ++active_pulls_;
   e->state = image_state::pulling;
-  try {
-    if (!co_await exists_(image)) co_await pull_with_retries(image);
-    result->ok = true;
-  } catch (const std::exception& ex) {
-    result->error = ex.what();
-    spdlog::warn("image gate: pull of {} failed: {}", image, result->error);
-  }
-  result->done = true;
-  if (e->current == result) {
-    e->state = result->ok ? image_state::present : image_state::failed;
-    e->error = result->error;
-  }
-  --active_pulls_;
-  cap_freed_.notify_all();
-  result->finished.notify_all();
+  bool slot_held = true;
+  auto give_slot_back = [&] {
+    if (slot_held) --active_pulls_;
+    slot_held = false;
+  };
+  auto pull = [&]() -> asio::awaitable<void> {
+    try {
+      if (!co_await exists_(image)) co_await pull_with_retries(image);
+      result->ok = true;
+    } catch (const api_error& ex) {
+      result->error = ex.message();
+      result->code = ex.code() == errc::engine_unavailable ? errc::engine_unavailable : errc::image_pull_failed;
+    } catch (const std::exception& ex) {
+      result->error = ex.what();
+    }
+    give_slot_back();
+    settle();
+  };
+  auto nobody_waits = [&]() -> asio::awaitable<void> {
+    while (e->waiters > 0) co_await e->abandoned.wait();
+  };
+  // The pull stops, and its slot comes back, when its last waiter leaves: every lease that
+  // wanted the image was released while it was still coming.
+  using namespace asio::experimental::awaitable_operators;
+  co_await (pull() || nobody_waits());
+  give_slot_back();
+  settle();  // nothing to do when the pull settled it
 }
 
 asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
@@ -107,6 +155,17 @@ asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
     asio::steady_timer t(co_await asio::this_coro::executor, backoff);
     co_await t.async_wait(asio::use_awaitable);
     backoff *= 2;
+  }
+}
+
+void image_gate::prune(std::size_t max_images) {
+  if (images_.size() <= max_images) return;
+  auto idle = [](const entry& e) { return e.waiters == 0 && (!e.current || e.current->done); };
+  for (bool present_too : {false, true}) {
+    for (auto it = images_.begin(); it != images_.end() && images_.size() > max_images;) {
+      const bool drop = idle(*it->second) && (present_too || it->second->state != image_state::present);
+      it = drop ? images_.erase(it) : std::next(it);
+    }
   }
 }
 

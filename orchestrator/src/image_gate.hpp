@@ -49,6 +49,10 @@ class image_gate {
   void invalidate(const std::string& image);
   /// True while no flight is running or waiting for the cap.
   bool idle() const;
+  /// Forgets images nobody waits for once more than `max_images` are remembered, failed and
+  /// unknown ones before present ones (a forgotten present image costs one engine check later).
+  void prune(std::size_t max_images);
+  std::size_t remembered() const noexcept { return images_.size(); }
 
   std::vector<protocol::image_status> snapshot() const;
   std::uint64_t pulls_started() const noexcept { return pulls_started_; }
@@ -63,6 +67,7 @@ class image_gate {
     bool done = false;
     bool ok = false;
     std::string error;
+    protocol::errc code = protocol::errc::image_pull_failed;  // engine_unavailable when the engine hung
     async_event finished;
   };
   struct entry {
@@ -70,6 +75,7 @@ class image_gate {
     std::string error;  // the last flight's failure, for status
     int waiters = 0;
     std::shared_ptr<flight_result> current;  // the flight in progress, if any
+    async_event abandoned;  // the last waiter left: a flight nobody waits for gives its pull slot back
   };
 
   boost::asio::awaitable<void> flight(std::string image, std::shared_ptr<entry> e,

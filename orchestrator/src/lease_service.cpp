@@ -131,6 +131,12 @@ asio::awaitable<std::pair<std::optional<T>, std::exception_ptr>> capture(asio::a
   }
 }
 
+/// An engine that took the connection and never answered is its own error: the lease fails with
+/// engine_unavailable, not as if the image or the sandbox were at fault.
+void throw_if_hung(const engine_error& e) {
+  if (e.timed_out()) throw api_error(errc::engine_unavailable, e.what());
+}
+
 /// Who holds a lease, for the broker's hold-and-wait rule: the test of a run. Anonymous leases
 /// (no test name) never go ahead of the queue.
 std::string holder_of(const protocol::lease_request& req) {
@@ -145,6 +151,30 @@ std::vector<lock_request> broker_locks(const std::vector<protocol::lock_spec>& l
 
 }  // namespace
 
+void lease_service::check_asks(protocol::network_mode network, int weight, std::int64_t memory_mb, double cpus,
+                               int pids, std::int64_t disk_mb, std::string_view what) const {
+  if (network == protocol::network_mode::host && !opts_.allow_host_network) {
+    throw api_error(errc::forbidden,
+                    fmt::format("{} asks for network \"host\", which this daemon does not allow: such a sandbox "
+                                "reaches everything on the host's loopback, the daemon's API and the registry "
+                                "included; use network \"none\", or start orchestratord with --allow-host-network",
+                                what));
+  }
+  const auto& cap = opts_.per_slot;
+  auto over = [&](std::string_view field, auto asked, auto per_slot, std::string_view flag) {
+    const auto limit = per_slot * weight;
+    if (asked <= limit) return;
+    throw api_error(errc::invalid_field,
+                    fmt::format("field '{}' is {} but {} may have at most {} ({} per slot × {} slot(s)); ask for "
+                                "less, ask for more slots, or start orchestratord with a larger {}",
+                                field, asked, what, limit, per_slot, weight, flag));
+  };
+  over("memory_mb", memory_mb, cap.memory_mb, "--max-memory");
+  over("cpus", cpus, cap.cpus, "--max-cpus");
+  over("pids_limit", static_cast<std::int64_t>(pids), static_cast<std::int64_t>(cap.pids), "--max-pids");
+  over("disk_mb", disk_mb, cap.disk_mb, "--max-disk");
+}
+
 lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider, service_options opts)
     : ex_(ex),
       provider_(provider),
@@ -152,7 +182,14 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
       broker_(opts_.slots),
       gate_(
           ex,
-          [this](const std::string& image) { return provider_.engine().image_exists(image); },
+          [this](const std::string& image) -> asio::awaitable<bool> {
+            try {
+              co_return co_await provider_.engine().image_exists(image);
+            } catch (const engine_error& e) {
+              throw_if_hung(e);
+              throw;
+            }
+          },
           [this](const std::string& image, clock::time_point deadline) -> asio::awaitable<void> {
             // Checked at pull time, not at create: an image already in the engine may be used
             // whatever its registry; only reaching out to a registry is restricted.
@@ -160,7 +197,12 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
                 !refusal.empty()) {
               throw std::runtime_error(refusal);
             }
-            co_await provider_.engine().pull(image, deadline);
+            try {
+              co_await provider_.engine().pull(image, deadline);
+            } catch (const engine_error& e) {
+              throw_if_hung(e);
+              throw;
+            }
           },
           opts_.gate) {}
 
@@ -175,6 +217,7 @@ asio::awaitable<void> lease_service::start() {
   }
   reaper_running_ = true;
   asio::co_spawn(ex_, reaper(), asio::detached);
+  asio::co_spawn(ex_, sweeper(), asio::detached);
   asio::co_spawn(ex_, prepull(), asio::detached);
 }
 
@@ -211,6 +254,14 @@ api_error lease_service::gone(const lease& l) {
                                                  l.error ? l.error->message : std::string("released by its holder")));
 }
 
+api_error lease_service::ending(const lease& l) {
+  const auto& [state, error] = l.stop ? *l.stop : std::pair<lease_state, std::optional<protocol::error_body>>{
+                                                      lease_state::released, std::nullopt};
+  return api_error(errc::lease_gone, fmt::format("lease {} is ending ({}{}); its sandbox is being removed",
+                                                 l.id, protocol::to_string(state),
+                                                 error ? ": " + error->message : std::string()));
+}
+
 lease_service::lease_ptr lease_service::find(const std::string& id) const {
   auto it = leases_.find(id);
   if (it == leases_.end()) {
@@ -237,6 +288,14 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
                                 req.slots, broker_.slots_total(), broker_.slots_total()));
   }
   parse_image_ref(req.image);  // 400 with what is wrong, before anything is queued
+  if (req.ttl_s > opts_.max_ttl_s) {
+    throw api_error(errc::invalid_field,
+                    fmt::format("field 'ttl_s' is {} but this daemon allows at most {}; heartbeat more often "
+                                "(the client library renews every ttl_s/3), or start orchestratord with a larger "
+                                "--max-ttl",
+                                req.ttl_s, opts_.max_ttl_s));
+  }
+  check_asks(req.network, req.slots, req.memory_mb, req.cpus, req.pids_limit, req.disk_mb, "a lease");
   if (req.run.empty()) req.run = "anonymous";
   // The broker's queue, not the run's whole history: this runs on every create.
   if (const int queued = broker_.queued_in(req.run); queued >= opts_.max_queued_per_run) {
@@ -273,7 +332,21 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   }
   r.last_activity = l->created_at;
   r.ended = false;
-  if (r.leases.size() < 100000) r.leases.push_back(l);
+  if (r.leases.size() >= opts_.max_run_records) {
+    // A run that never goes idle must not grow without bound: its oldest ended leases go.
+    auto oldest = std::find_if(r.leases.begin(), r.leases.end(),
+                               [](const lease_ptr& p) { return protocol::is_final(p->state); });
+    if (oldest != r.leases.end()) {
+      if (!r.trimmed) {
+        spdlog::warn("run '{}' has {} leases recorded, the most kept per run; its timeline drops the oldest ended "
+                     "ones from now on",
+                     r.id, r.leases.size());
+      }
+      r.trimmed = true;
+      r.leases.erase(oldest);
+    }
+  }
+  r.leases.push_back(l);
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   ++leases_created_;
   spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
@@ -301,6 +374,18 @@ void lease_service::pump() {
   // Everyone still queued has moved up.
   for (auto& [id, l] : leases_) {
     if (l->state == lease_state::queued) l->changed.notify_all();
+  }
+  // Tests that each hold a lock the other waits for would wait until their leases time out:
+  // fail the waiting leases now, saying why.
+  std::string why;
+  for (const auto& id : broker_.lock_cycle(why)) {
+    auto it = leases_.find(id);
+    if (it == leases_.end() || it->second->finishing || it->second->stop) continue;
+    auto message = fmt::format("lease {} would wait forever: a lock wait cycle between tests ({}); take locks in "
+                               "one order in every test, or take them all in one lease",
+                               id, why);
+    spdlog::warn("{}", message);
+    asio::co_spawn(ex_, finish(it->second, lease_state::failed, err(errc::conflict, message)), asio::detached);
   }
 }
 
@@ -334,13 +419,15 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
       pull_wait_seconds_.observe(l->pull_s);
     }
 
+    std::string image_id;
+    if (!l->stop) image_id = co_await pinned_image(l->req.run, l->req.image);
     if (!l->stop) {
       set_state(*l, lease_state::starting, "sandbox");
       l->reached_engine = true;
       // A create that the timer cuts short may still land in the engine: end_lease removes by
       // label, and the orphan sweep catches any that arrive later.
       asio::steady_timer ready_timer(ex_, std::chrono::seconds(l->req.ready_timeout_s));
-      sandbox_spec spec{l->id, l->name, l->req};
+      sandbox_spec spec{l->id, l->name, l->req, image_id};
       auto raced = co_await (capture(provider_.create(spec)) || ready_timer.async_wait(asio::use_awaitable));
       if (raced.index() == 1) {
         throw api_error(errc::ready_timeout,
@@ -356,12 +443,19 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
   } catch (const api_error& e) {
     outcome.emplace(lease_state::failed, err(e.code(), e.message()));
   } catch (const engine_error& e) {
-    if (e.status() == 404 && std::string_view(e.what()).find("No such image") != std::string_view::npos) {
+    if (e.timed_out()) {
+      outcome.emplace(lease_state::failed,
+                      err(errc::engine_unavailable,
+                          fmt::format("could not start a sandbox from image '{}': {}", l->req.image, e.what())));
+    } else if (e.status() == 404 && std::string_view(e.what()).find("No such image") != std::string_view::npos) {
       gate_.invalidate(l->req.image);  // removed behind our back; the next lease pulls again
+      if (auto r = runs_.find(l->req.run); r != runs_.end()) r->second.images.erase(l->req.image);
     }
-    outcome.emplace(lease_state::failed,
-                    err(errc::sandbox_failed, fmt::format("could not start a sandbox from image '{}': {}",
-                                                          l->req.image, e.what())));
+    if (!outcome) {
+      outcome.emplace(lease_state::failed,
+                      err(errc::sandbox_failed, fmt::format("could not start a sandbox from image '{}': {}",
+                                                            l->req.image, e.what())));
+    }
   } catch (const std::exception& e) {
     outcome.emplace(lease_state::failed, err(errc::internal, e.what()));
   }
@@ -381,6 +475,28 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
   set_state(*l, lease_state::ready, std::nullopt);
   spdlog::info("lease {} ready in {:.3f}s (sandbox {})", l->id, seconds_between(l->created_at, now),
                l->sandbox->name);
+}
+
+asio::awaitable<std::string> lease_service::pinned_image(std::string run, std::string image) {
+  // Every lease of a run gets the bits its first lease got, even if the tag moves meanwhile (a
+  // push and another pull of the same tag mid-run).
+  if (auto r = runs_.find(run); r != runs_.end()) {
+    if (auto it = r->second.images.find(image); it != r->second.images.end()) co_return it->second;
+  }
+  std::string id;
+  try {
+    id = co_await provider_.engine().image_id(image);
+  } catch (const engine_error& e) {
+    throw_if_hung(e);
+    throw;
+  }
+  if (auto r = runs_.find(run); r != runs_.end()) {
+    // A lease of the same run that got here first wins; both then use its id.
+    auto [it, inserted] = r->second.images.emplace(image, id);
+    if (inserted) spdlog::info("run '{}': {} is pinned to {}", run, image, id.substr(0, 19));
+    co_return it->second;
+  }
+  co_return id;
 }
 
 asio::awaitable<void> lease_service::finish(lease_ptr l, lease_state final_state,
@@ -404,6 +520,7 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
     co_return;
   }
   l->finishing = true;
+  if (!l->stop) l->stop.emplace(final_state, error);  // what renew and exec now answer
   // Its fixture holds go with it; a fixture it was still making passes to the next holder.
   for (const auto& fid : std::exchange(l->fixtures, {})) {
     if (auto f = fixtures_.find(fid); f != fixtures_.end()) drop_fixture_hold(f->second, l->id);
@@ -442,6 +559,9 @@ asio::awaitable<void> lease_service::end_lease(lease_ptr l, lease_state final_st
   l->ended_at = clock::now();
   if (auto r = runs_.find(l->req.run); r != runs_.end()) r->second.last_activity = l->ended_at;
   l->error = std::move(error);
+  // What is kept of an ended lease (for GET and the run's timeline) need not hold its environment,
+  // up to 1 MiB a lease.
+  std::map<std::string, std::string>().swap(l->req.env);
   ++leases_total_[final_state];
   set_state(*l, final_state, std::nullopt);
   spdlog::info("lease {} {} after {:.3f}s", l->id, protocol::to_string(final_state),
@@ -471,6 +591,7 @@ asio::awaitable<protocol::lease_view> lease_service::get(const std::string& id, 
 protocol::renew_response lease_service::renew(const std::string& id) {
   auto l = find(id);
   if (protocol::is_final(l->state)) throw gone(*l);
+  if (l->finishing || l->stop) throw ending(*l);
   touch(*l);
   return {l->id, l->state, seconds_between(clock::now(), l->expires_at)};
 }
@@ -478,6 +599,7 @@ protocol::renew_response lease_service::renew(const std::string& id) {
 lease_service::lease_ptr lease_service::ready_lease(const std::string& id) {
   auto l = find(id);
   if (protocol::is_final(l->state)) throw gone(*l);
+  if (l->finishing || l->stop) throw ending(*l);
   if (l->state != lease_state::ready || !l->sandbox) {
     throw api_error(errc::lease_not_ready,
                     fmt::format("lease {} is {}, not ready; wait with GET /v1/leases/{}?wait_s=30 first",
@@ -528,7 +650,8 @@ asio::awaitable<protocol::exec_result> lease_service::exec_in(std::string contai
   try {
     out = co_await provider_.exec(container_id, spec);
   } catch (const engine_error& e) {
-    throw api_error(errc::exec_failed, fmt::format("could not run '{}' in {}: {}", spec.argv.front(), what,
+    throw api_error(e.timed_out() ? errc::engine_unavailable : errc::exec_failed,
+                    fmt::format("could not run '{}' in {}: {}", spec.argv.front(), what,
                                                    e.what()));
   }
   protocol::exec_result r;
@@ -549,7 +672,7 @@ asio::awaitable<protocol::lease_view> lease_service::release(const std::string& 
 
 asio::awaitable<void> lease_service::reaper() {
   asio::steady_timer timer(ex_);
-  auto next_sweep = clock::now() + opts_.orphan_sweep_interval;
+  auto next_prune = clock::now();
   while (!shutting_down_) {
     timer.expires_after(opts_.reap_interval);
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -580,21 +703,44 @@ asio::awaitable<void> lease_service::reaper() {
       }
     }
     for (const auto& id : forget) leases_.erase(id);
+    if (now < next_prune) continue;
+    // Bookkeeping that walks every run's records: every few seconds is plenty.
+    next_prune = now + 5s;
     prune_runs(now);
     for (auto it = by_request_id_.begin(); it != by_request_id_.end();) {
       it = leases_.count(it->second) == 0 ? by_request_id_.erase(it) : std::next(it);
     }
-    if (now >= next_sweep) {
-      next_sweep = now + opts_.orphan_sweep_interval;
-      try {
-        co_await sweep_orphans();
-      } catch (const std::exception& e) {
-        spdlog::warn("orphan sweep failed: {}", e.what());
-      }
-    }
+    gate_.prune(max_gate_images);
   }
   reaper_running_ = false;
   reaper_stopped_.notify_all();
+}
+
+asio::awaitable<void> lease_service::sweeper() {
+  // Apart from the reaper: a sweep waits on the engine, and expiries must never wait on a sweep.
+  asio::steady_timer timer(ex_);
+  while (!shutting_down_) {
+    // Timed from the end of the last sweep, so a slow engine spaces sweeps out instead of stacking them.
+    timer.expires_after(opts_.orphan_sweep_interval);
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (shutting_down_) break;
+    try {
+      co_await sweep_orphans();
+    } catch (const std::exception& e) {
+      spdlog::warn("orphan sweep failed, retried in {} s: {}", opts_.orphan_sweep_interval.count(), e.what());
+    }
+  }
+}
+
+asio::awaitable<void> lease_service::remove_orphan(std::string container_id, std::string lease_id) {
+  spdlog::warn("removing orphaned sandbox {} (lease {})", container_id.substr(0, 12), lease_id);
+  try {
+    co_await provider_.remove(container_id);
+  } catch (const std::exception& e) {
+    spdlog::warn("removing orphaned sandbox {} failed; the next sweep retries: {}", container_id.substr(0, 12),
+                 e.what());
+  }
+  orphans_in_removal_.erase(container_id);
 }
 
 asio::awaitable<void> lease_service::sweep_orphans() {
@@ -608,7 +754,8 @@ asio::awaitable<void> lease_service::sweep_orphans() {
       // A ready lease whose sandbox stopped behind our back (the engine restarted, or its init
       // died): fail it with the reason now, rather than on the test's next command.
       auto& l = it->second;
-      if (l->state == lease_state::ready && !l->finishing && !l->stop && !c.state.empty() && c.state != "running") {
+      if (l->state == lease_state::ready && !l->finishing && !l->stop && l->sandbox && l->sandbox->id == c.id &&
+          !c.state.empty() && c.state != "running") {
         auto message = fmt::format("lease {}'s sandbox {} stopped (state '{}'): the engine restarted or the "
                                    "sandbox's init exited; lease a new one",
                                    lease_id, l->sandbox_name, c.state);
@@ -618,8 +765,12 @@ asio::awaitable<void> lease_service::sweep_orphans() {
       continue;
     }
     if (auto f = fixtures_.find(lease_id); f != fixtures_.end() && f->second->state != "gone") continue;
-    spdlog::warn("removing orphaned sandbox {} (lease {})", c.id.substr(0, 12), lease_id);
-    co_await provider_.remove(c.id);
+    // Another daemon's (same instance name, another host or still running): not ours to remove.
+    if (!provider_.may_reap(c)) continue;
+    // Each removal is a task of its own: one the engine stalls holds up neither the rest of the
+    // sweep nor the next one, which skips it while it is still under way.
+    if (!orphans_in_removal_.insert(c.id).second) continue;
+    asio::co_spawn(ex_, remove_orphan(c.id, lease_id), asio::detached);
   }
 }
 
@@ -789,18 +940,29 @@ void lease_service::set_outcome(const std::string& id, const std::string& outcom
 }
 
 void lease_service::prune_runs(clock::time_point now) {
+  auto live = [](const run_record& r) {
+    return std::any_of(r.leases.begin(), r.leases.end(),
+                       [](const lease_ptr& l) { return !protocol::is_final(l->state); }) ||
+           std::any_of(r.fixtures.begin(), r.fixtures.end(), [](const fixture_ptr& f) { return f->state != "gone"; });
+  };
+  auto forget = [&](std::map<std::string, run_record>::iterator it) {
+    for (const auto& f : it->second.fixtures) fixtures_.erase(f->id);
+    return runs_.erase(it);
+  };
   for (auto it = runs_.begin(); it != runs_.end();) {
-    const auto& r = it->second;
-    const bool live = std::any_of(r.leases.begin(), r.leases.end(),
-                                  [](const lease_ptr& l) { return !protocol::is_final(l->state); }) ||
-                      std::any_of(r.fixtures.begin(), r.fixtures.end(),
-                                  [](const fixture_ptr& f) { return f->state != "gone"; });
-    if (!live && now - r.last_activity > opts_.keep_runs) {
-      for (const auto& f : r.fixtures) fixtures_.erase(f->id);
-      it = runs_.erase(it);
-    } else {
-      ++it;
+    it = (!live(it->second) && now - it->second.last_activity > opts_.keep_runs) ? forget(it) : std::next(it);
+  }
+  // Beyond --keep-runs, the idle run that was active longest ago goes first.
+  while (runs_.size() > opts_.keep_runs_count) {
+    auto oldest = runs_.end();
+    for (auto it = runs_.begin(); it != runs_.end(); ++it) {
+      if (live(it->second)) continue;
+      if (oldest == runs_.end() || it->second.last_activity < oldest->second.last_activity) oldest = it;
     }
+    if (oldest == runs_.end()) break;  // every run is live: nothing to forget yet
+    spdlog::info("forgetting run '{}' ({} leases): more than --keep-runs={} runs are remembered", oldest->first,
+                 oldest->second.leases.size(), opts_.keep_runs_count);
+    forget(oldest);
   }
 }
 
@@ -821,6 +983,7 @@ run_timeline lease_service::run(const std::string& id) const {
   t.now_s = since(now);
   t.started_unix_s = std::chrono::duration<double>(r.started_wall.time_since_epoch()).count();
   t.ended = r.ended;
+  t.images = r.images;
   for (const auto& l : r.leases) {
     lease_record rec;
     rec.id = l->id;
@@ -960,6 +1123,7 @@ asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std
                                                        lease_id, protocol::to_string(l->state), lease_id));
   }
   parse_image_ref(req.image);
+  check_asks(req.network, 1, req.memory_mb, req.cpus, req.pids_limit, req.disk_mb, "a fixture");
   touch(*l);
   auto f = live_fixture(l->req.run, req.name);
   if (f) {
@@ -971,6 +1135,17 @@ asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std
     spdlog::info("fixture {} ({}) of run {}: lease {} holds it ({} holder(s))", f->id, f->name, f->run, lease_id,
                  f->holders.size());
     co_return fixture_view_for(*f, lease_id);
+  }
+  // Fixtures live outside the slot budget (a fixture held for a whole run would cost every test a
+  // slot), so they have a budget of their own.
+  const auto live = std::count_if(fixtures_.begin(), fixtures_.end(),
+                                  [](const auto& kv) { return kv.second->state != "gone"; });
+  if (live >= opts_.max_fixtures) {
+    throw api_error(errc::too_many_requests,
+                    fmt::format("{} fixtures are alive, the most this daemon keeps (--max-fixtures={}); end runs "
+                                "you no longer need (DELETE /v1/runs/{{id}}) or start orchestratord with a larger "
+                                "--max-fixtures",
+                                live, opts_.max_fixtures));
   }
   f = std::make_shared<fixture>();
   do {
@@ -1003,7 +1178,7 @@ asio::awaitable<protocol::fixture_view> lease_service::acquire_fixture(const std
 asio::awaitable<protocol::sandbox_info> lease_service::make_fixture_sandbox(std::string fixture_id, std::string name,
                                                                             protocol::lease_request spec) {
   co_await gate_.ensure(spec.image);
-  const sandbox_spec made{fixture_id, "fixture-" + name, spec};
+  const sandbox_spec made{fixture_id, "fixture-" + name, spec, {}};
   co_return co_await provider_.create(made);
 }
 
@@ -1173,6 +1348,22 @@ protocol::fixture_view lease_service::fixture_ready(const std::string& id, proto
   f->changed.notify_all();
   spdlog::info("fixture {} ({}) of run {} is ready", f->id, f->name, f->run);
   return fixture_view_for(*f, req.lease);
+}
+
+asio::awaitable<protocol::fixture_view> lease_service::fixture_failed(const std::string& id,
+                                                                      protocol::fixture_fail_request req) {
+  auto f = find_fixture(id);
+  if (f->state != "creating" || f->making || f->creator != req.lease) {
+    throw api_error(errc::conflict, fmt::format("fixture '{}' is {}; only its creator (lease {}) may fail it, while "
+                                                "setting it up",
+                                                f->name, f->state, f->creator.empty() ? std::string("none") : f->creator));
+  }
+  const std::string why = req.message.empty() ? std::string("its setup failed") : req.message;
+  f->error = err(errc::sandbox_failed, fmt::format("fixture '{}' could not be set up by lease {}: {}", f->name,
+                                                   req.lease, why));
+  // Everyone waiting for it learns now, instead of when their wait runs out.
+  co_await teardown_fixture(f, f->error->message);
+  co_return fixture_view_for(*f, req.lease);
 }
 
 asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::string& id, const std::string& lease_id,

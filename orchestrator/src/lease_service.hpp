@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "image_gate.hpp"
 #include "metrics.hpp"
 #include "run_report.hpp"
+#include "sizing.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -36,12 +38,22 @@ struct service_options {
   std::chrono::milliseconds reap_interval{250};
   std::chrono::seconds orphan_sweep_interval{10};
   std::chrono::minutes keep_final{10};      // how long a final lease still answers GET
-  std::size_t exec_output_limit = 8 * 1024 * 1024;
+  std::size_t exec_output_limit = 4 * 1024 * 1024;  // per stream (--max-output-bytes)
   int max_queued_per_run = 1000;  // more queued leases of one run get 429
   int fixture_port_min = 41000;  // loopback TCP ports handed to fixtures that ask for one
   int fixture_port_max = 41999;
   std::chrono::seconds fixture_make_timeout{300};  // pull and create of a fixture's sandbox
   std::chrono::minutes keep_runs{60};  // how long an idle run's timeline is kept
+  std::size_t keep_runs_count = 100;   // most runs remembered; the oldest idle ones go first
+  std::size_t max_run_records = 5000;  // lease records per run; the oldest ended ones go first
+
+  // What a lease may ask for: host network only when allowed, and per slot of its weight at most
+  // these (--max-memory, --max-cpus, --max-pids, --max-disk; defaults from sizing).
+  bool allow_host_network = false;
+  int max_ttl_s = 3600;
+  slot_share per_slot{2048, 2.0, 1024, 2048};
+  int max_fixtures = 8;  // live fixtures at once: their own budget beside --slots
+  std::chrono::seconds shutdown_timeout{25};  // then the daemon exits anyway, saying what is left
 };
 
 class lease_service {
@@ -87,6 +99,10 @@ class lease_service {
                                                              int wait_s);
   /// POST /v1/fixtures/{id}/ready: the creator publishes it.
   protocol::fixture_view fixture_ready(const std::string& id, protocol::fixture_ready_request req);
+  /// POST /v1/fixtures/{id}/fail: its creator could not set it up; it is torn down and every
+  /// holder's wait ends with the creator's message.
+  boost::asio::awaitable<protocol::fixture_view> fixture_failed(const std::string& id,
+                                                                protocol::fixture_fail_request req);
   /// POST /v1/fixtures/{id}/exec?lease=L: while it is being set up, only its creator may.
   boost::asio::awaitable<protocol::exec_result> fixture_exec(const std::string& id, const std::string& lease_id,
                                                              protocol::exec_request req);
@@ -114,25 +130,37 @@ class lease_service {
     std::vector<lease_ptr> leases;
     std::vector<fixture_ptr> fixtures;
     bool ended = false;
+    bool trimmed = false;  // its oldest lease records were dropped (max_run_records)
+    std::map<std::string, std::string> images;  // reference → image id, fixed by its first lease
   };
 
+  /// 403 for host network when not allowed; 400 naming the field and limit for more than
+  /// `weight` slots' share of memory, CPUs, pids or disk.
+  void check_asks(protocol::network_mode network, int weight, std::int64_t memory_mb, double cpus, int pids,
+                  std::int64_t disk_mb, std::string_view what) const;
   lease_ptr find(const std::string& id) const;
   /// The lease, if it is ready for commands (410 if it ended, 409 while not ready yet); a heartbeat.
   lease_ptr ready_lease(const std::string& id);
   struct busy_guard;
   /// 410 lease_gone for a final lease, with the reason it ended.
   static protocol::api_error gone(const lease& l);
+  /// 410 lease_gone for a lease whose end has begun (its sandbox is being removed).
+  static protocol::api_error ending(const lease& l);
   protocol::lease_view view(const lease& l) const;
   void set_state(lease& l, protocol::lease_state s, std::optional<std::string> waiting_for);
   void touch(lease& l);
   void pump();
   boost::asio::awaitable<void> lifecycle(lease_ptr l);
+  /// The image id the run's leases of `image` are made from: looked up once per run.
+  boost::asio::awaitable<std::string> pinned_image(std::string run, std::string image);
   boost::asio::awaitable<void> finish(lease_ptr l, protocol::lease_state final_state,
                                       std::optional<protocol::error_body> error);
   boost::asio::awaitable<void> end_lease(lease_ptr l, protocol::lease_state final_state,
                                          std::optional<protocol::error_body> error);
   boost::asio::awaitable<void> reaper();
+  boost::asio::awaitable<void> sweeper();
   boost::asio::awaitable<void> sweep_orphans();
+  boost::asio::awaitable<void> remove_orphan(std::string container_id, std::string lease_id);
   boost::asio::awaitable<void> prepull();
   std::string next_lease_name(const protocol::lease_request& req);
   boost::asio::awaitable<protocol::exec_result> exec_in(std::string container_id, std::string what,
@@ -160,6 +188,8 @@ class lease_service {
   std::map<std::string, run_record> runs_;
   std::map<std::string, fixture_ptr> fixtures_;  // by id, gone ones until their run is forgotten
   std::vector<int> ports_in_use_;
+  std::set<std::string> orphans_in_removal_;  // container ids the sweep is removing now
+  static constexpr std::size_t max_gate_images = 256;  // images the gate remembers beyond busy ones
   int fixture_builds_ = 0;  // build_fixture calls in progress; shutdown waits for them
   int next_port_ = 0;
   std::uint64_t name_counter_ = 0;

@@ -24,6 +24,15 @@ struct session_limits {
   std::size_t header_limit = default_header_limit;
   std::uint64_t body_limit = default_body_limit;
   std::chrono::seconds read_timeout{30};  // per request, idle keep-alive included
+  int max_connections = 512;              // served at once; beyond it, triage (below)
+  int max_triage = 16;                    // over-limit connections read for /healthz at once
+  std::chrono::seconds triage_timeout{2};  // an over-limit connection's one request must come this fast
+};
+
+/// Connections being served, shared by the listener and its sessions (one thread).
+struct connection_counts {
+  int active = 0;  // full sessions
+  int triage = 0;  // over the limit: one request, /healthz or 503
 };
 
 class listener {
@@ -37,9 +46,16 @@ class listener {
   boost::asio::ip::tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
 
  private:
+  boost::asio::awaitable<void> triage(boost::asio::ip::tcp::socket socket);
+  /// Logs an accept failure at most once a second, with how many were not logged.
+  void log_accept_failure(const boost::system::error_code& ec);
+
   boost::asio::ip::tcp::acceptor acceptor_;
   router& router_;
   session_limits limits_;
+  connection_counts counts_;
+  std::chrono::steady_clock::time_point last_accept_log_{};
+  std::uint64_t unlogged_accept_failures_ = 0;
 };
 
 using request_parser = boost::beast::http::request_parser<boost::beast::http::string_body>;
@@ -50,7 +66,16 @@ void apply_limits(request_parser& parser, const session_limits& limits);
 /// closes the connection after it, because the stream is no longer in sync.
 http_response read_error_response(const boost::beast::error_code& ec, const session_limits& limits);
 
+/// 503 overloaded: the daemon serves --max-connections at once.
+http_response overloaded_response(const session_limits& limits);
+
 /// Serves one connection: a fresh parser per request with limits, keep-alive until the peer ends.
+/// A long-poll or an exec whose client closes the connection is abandoned at once (the exec's
+/// command is killed), so a dead client does not keep its lease alive.
 boost::asio::awaitable<void> http_session(boost::asio::ip::tcp::socket socket, router& r, session_limits limits);
+
+/// Completes when the peer of `socket` has closed (or reset) the connection. Data sent meanwhile
+/// (a pipelined request) is left unread, and the watch then lasts until cancelled.
+boost::asio::awaitable<void> peer_closed(boost::asio::ip::tcp::socket& socket);
 
 }  // namespace sandlot::orchestrator

@@ -1,13 +1,23 @@
 #include "router.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <string_view>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/system/system_error.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "async_event.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -132,6 +142,29 @@ void check_lease_id(std::string_view id) {
   if (!ok) throw api_error(errc::not_found, fmt::format("no lease '{}': lease ids are lowercase hex", id.substr(0, 64)));
 }
 
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/// 415 unless the body is declared as `type`. A web page can send text/plain cross-site without
+/// a preflight; it cannot send application/json.
+void require_content_type(const http_request& req, std::string_view type) {
+  const std::string got = media_type(req[http::field::content_type]);
+  if (got == type) return;
+  throw api_error(errc::unsupported_media_type,
+                  fmt::format("{} {} takes a body with Content-Type: {}{}", std::string_view(req.method_string()),
+                              std::string_view(req.target()).substr(0, 200), type,
+                              got.empty() ? std::string(" (none was sent)") : fmt::format(", not {}", got.substr(0, 100))));
+}
+
+template <class T>
+T json_body(const http_request& req) {
+  require_content_type(req, "application/json");
+  return protocol::parse_body<T>(req.body());
+}
+
 [[noreturn]] void method_not_allowed(const http_request& req, std::string_view allowed) {
   throw api_error(errc::method_not_allowed, fmt::format("{} is not supported on {}; use {}",
                                                         std::string_view(req.method_string()),
@@ -150,7 +183,60 @@ http_response error_response(errc code, std::string_view message, unsigned versi
                        "application/json", version, keep_alive);
 }
 
+bool host_allowed(std::string_view host_header, const std::vector<std::string>& allowed) {
+  std::string_view host = host_header;
+  if (!host.empty() && host.front() == '[') {
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    host = host.substr(1, close - 1);
+  } else if (const auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  std::string name = lowercase(host);
+  if (!name.empty() && name.back() == '.') name.pop_back();  // "localhost." is localhost
+  if (name.empty()) return false;
+  if (name == "localhost") return true;
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(name, ec);
+  if (!ec && addr.is_loopback()) return true;
+  return std::any_of(allowed.begin(), allowed.end(), [&](const std::string& a) { return lowercase(a) == name; });
+}
+
+std::string media_type(std::string_view content_type) {
+  auto v = content_type.substr(0, content_type.find(';'));
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return lowercase(v);
+}
+
+std::string router::refusal(const http_request& req) const {
+  const std::string_view host = req[http::field::host];
+  // A request without Host (HTTP/1.0) is not from a browser; browsers always send one.
+  if (policy_.token.empty() && req.find(http::field::host) != req.end() &&
+      !host_allowed(host, policy_.allowed_hosts)) {
+    return fmt::format("Host '{}' does not name this daemon: without --token-file orchestratord only answers "
+                       "requests addressed to a loopback name or address (a web page could otherwise reach it "
+                       "through DNS rebinding); call it as http://127.0.0.1:PORT, or start it with --allow-host "
+                       "NAME (or SANDLOT_ALLOW_HOSTS=NAME)",
+                       host.substr(0, 200));
+  }
+  if (auto it = req.find(http::field::origin); it != req.end()) {
+    const std::string origin = lowercase(it->value());
+    // The daemon's own pages (the dashboard to come) are same-origin.
+    const bool own = !host.empty() && origin == "http://" + lowercase(host);
+    const bool listed = std::any_of(policy_.allowed_origins.begin(), policy_.allowed_origins.end(),
+                                    [&](const std::string& o) { return lowercase(o) == origin; });
+    if (!own && !listed) {
+      return fmt::format("requests from web pages (Origin '{}') are refused: a page must not drive sandboxes; "
+                         "call the API from a test or script, or start orchestratord with --allow-origin {}",
+                         std::string_view(it->value()).substr(0, 200), std::string_view(it->value()).substr(0, 200));
+    }
+  }
+  return {};
+}
+
 bool router::authorized(const http_request& req) const {
+  const std::string& token_ = policy_.token;
   if (token_.empty()) return true;
   const std::string_view target = req.target();
   if (target == "/healthz" || target.rfind("/healthz?", 0) == 0) return true;
@@ -170,6 +256,9 @@ bool router::authorized(const http_request& req) const {
 }
 
 asio::awaitable<http_response> router::handle(const http_request& req) {
+  if (auto why = refusal(req); !why.empty()) {
+    co_return error_response(errc::forbidden, why, req.version(), false);
+  }
   if (!authorized(req)) {
     // Says nothing about the daemon, its routes or the token beyond that one is needed.
     auto res = error_response(errc::unauthorized,
@@ -183,11 +272,43 @@ asio::awaitable<http_response> router::handle(const http_request& req) {
     co_return co_await dispatch(req);
   } catch (const api_error& e) {
     co_return error_response(e.code(), e.message(), req.version(), req.keep_alive());
+  } catch (const boost::system::system_error& e) {
+    // The client left and its request was abandoned (http_session): nobody reads this answer.
+    if (e.code() == asio::error::operation_aborted) {
+      co_return error_response(errc::internal, "abandoned: the client closed the connection", req.version(), false);
+    }
+    spdlog::error("{} {}: {}", std::string_view(req.method_string()), std::string_view(req.target()), e.what());
+    co_return error_response(errc::internal, "internal error in orchestratord; see its log", req.version(),
+                             req.keep_alive());
   } catch (const std::exception& e) {
     spdlog::error("{} {}: {}", std::string_view(req.method_string()), std::string_view(req.target()), e.what());
     co_return error_response(errc::internal, "internal error in orchestratord; see its log", req.version(),
                              req.keep_alive());
   }
+}
+
+asio::awaitable<std::string> router::off_loop(std::function<std::string()> render) {
+  // Shared with the worker, which may finish after this coroutine is gone (its client left).
+  struct job {
+    std::function<std::string()> render;
+    std::string out;
+    bool done = false;
+    async_event finished;
+  };
+  auto j = std::make_shared<job>();
+  j->render = std::move(render);
+  auto home = co_await asio::this_coro::executor;
+  asio::post(renderer_, [j, home] {
+    std::string out = j->render();
+    // Back on the daemon's thread, which owns everything else the job touches.
+    asio::post(home, [j, out = std::move(out)]() mutable {
+      j->out = std::move(out);
+      j->done = true;
+      j->finished.notify_all();
+    });
+  });
+  while (!j->done) co_await j->finished.wait();
+  co_return std::move(j->out);
 }
 
 asio::awaitable<http_response> router::dispatch(const http_request& req) {
@@ -220,7 +341,7 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
   if (seg.size() >= 2 && seg[1] == "leases") {
     if (seg.size() == 2) {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::lease_request>(req.body());
+      auto body = json_body<protocol::lease_request>(req);
       auto [view, created] = service_.create(std::move(body));
       co_return json_response(created ? 201 : 200, view, req);
     }
@@ -241,12 +362,13 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
     }
     if (seg.size() == 4 && seg[3] == "exec") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::exec_request>(req.body());
+      auto body = json_body<protocol::exec_request>(req);
       co_return json_response(200, co_await service_.exec(id, std::move(body)), req);
     }
     if (seg.size() == 4 && seg[3] == "files") {
       const std::string path = url_decode(query_string(t.query, "path"), "path");
       if (method == http::verb::put) {
+        require_content_type(req, "application/octet-stream");
         co_await service_.write_file(id, path, req.body(), query_mode(t.query));
         co_return json_response(200, json{{"path", path}, {"bytes", req.body().size()}}, req);
       }
@@ -258,13 +380,13 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
     }
     if (seg.size() == 4 && seg[3] == "outcome") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::outcome_request>(req.body());
+      auto body = json_body<protocol::outcome_request>(req);
       service_.set_outcome(id, body.outcome);
       co_return json_response(200, json{{"id", id}, {"outcome", body.outcome}}, req);
     }
     if (seg.size() == 4 && seg[3] == "fixtures") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::fixture_request>(req.body());
+      auto body = json_body<protocol::fixture_request>(req);
       co_return json_response(200, co_await service_.acquire_fixture(id, std::move(body)), req);
     }
   }
@@ -277,12 +399,17 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
     }
     if (seg.size() == 4 && seg[3] == "ready") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::fixture_ready_request>(req.body());
+      auto body = json_body<protocol::fixture_ready_request>(req);
       co_return json_response(200, service_.fixture_ready(id, std::move(body)), req);
+    }
+    if (seg.size() == 4 && seg[3] == "fail") {
+      if (method != http::verb::post) method_not_allowed(req, "POST");
+      auto body = json_body<protocol::fixture_fail_request>(req);
+      co_return json_response(200, co_await service_.fixture_failed(id, std::move(body)), req);
     }
     if (seg.size() == 4 && seg[3] == "exec") {
       if (method != http::verb::post) method_not_allowed(req, "POST");
-      auto body = protocol::parse_body<protocol::exec_request>(req.body());
+      auto body = json_body<protocol::exec_request>(req);
       const std::string lease = query_string(t.query, "lease");
       co_return json_response(200, co_await service_.fixture_exec(id, lease, std::move(body)), req);
     }
@@ -295,14 +422,22 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
     const std::string id(seg[2]);
     check_run_id(id);
     if (seg.size() == 3) {
-      if (method == http::verb::get) co_return json_response(200, to_json(service_.run(id)), req);
+      if (method == http::verb::get) {
+        // Named, not a temporary in the co_await: GCC 12 destroys such temporaries twice.
+        std::function<std::string()> render = [timeline = service_.run(id)] {
+          return to_json(timeline).dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+        };
+        auto body = co_await off_loop(std::move(render));
+        co_return make_response(200, std::move(body), "application/json", req.version(), req.keep_alive());
+      }
       if (method == http::verb::delete_) co_return json_response(200, to_json(co_await service_.end_run(id)), req);
       method_not_allowed(req, "GET or DELETE");
     }
     if (seg.size() == 4 && seg[3] == "report.html") {
       if (method != http::verb::get) method_not_allowed(req, "GET");
-      co_return make_response(200, render_html(service_.run(id)), "text/html; charset=utf-8", req.version(),
-                              req.keep_alive());
+      std::function<std::string()> render = [timeline = service_.run(id)] { return render_html(timeline); };
+      auto html = co_await off_loop(std::move(render));
+      co_return make_response(200, std::move(html), "text/html; charset=utf-8", req.version(), req.keep_alive());
     }
   }
   throw api_error(errc::not_found, fmt::format("no route {} (see docs/api.md)",

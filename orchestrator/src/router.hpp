@@ -2,7 +2,14 @@
 // `{"error":{"code","message"}}`.
 #pragma once
 
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <functional>
+
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -13,20 +20,47 @@ namespace sandlot::orchestrator {
 using http_request = boost::beast::http::request<boost::beast::http::string_body>;
 using http_response = boost::beast::http::response<boost::beast::http::string_body>;
 
+/// Who may talk to the daemon. A web page can make a browser send requests to loopback: a
+/// foreign `Host` (DNS rebinding) or any `Origin` marks such a request, and a page cannot send
+/// the bearer token.
+struct access_policy {
+  /// With a token, every request but GET /healthz needs `Authorization: Bearer <token>`, and
+  /// any Host may reach the daemon (a CI job reaches a service container by its name).
+  std::string token;
+  /// Without a token, requests must name a loopback host or one of these (--allow-host).
+  std::vector<std::string> allowed_hosts;
+  /// Origins (scheme://host[:port]) whose requests are answered besides the daemon's own
+  /// (--allow-origin); any other Origin gets 403.
+  std::vector<std::string> allowed_origins;
+};
+
 class router {
  public:
-  /// With a non-empty `token`, every request but GET /healthz needs `Authorization: Bearer <token>`.
   explicit router(lease_service& service, std::string token = {})
-      : service_(service), token_(std::move(token)) {}
+      : router(service, access_policy{std::move(token), {}, {}}) {}
+  router(lease_service& service, access_policy policy) : service_(service), policy_(std::move(policy)) {}
   /// Never throws: every failure becomes an error response.
   boost::asio::awaitable<http_response> handle(const http_request& req);
 
  private:
   boost::asio::awaitable<http_response> dispatch(const http_request& req);
   bool authorized(const http_request& req) const;
+  /// Why the policy refuses `req` before any route sees it (Host, Origin), or empty.
+  std::string refusal(const http_request& req) const;
+  /// Runs `render` (a run's report, which grows with the run) on a worker thread, so a big report
+  /// does not stall every other request and the reaper on the daemon's one thread.
+  boost::asio::awaitable<std::string> off_loop(std::function<std::string()> render);
   lease_service& service_;
-  std::string token_;
+  access_policy policy_;
+  boost::asio::thread_pool renderer_{1};
 };
+
+/// True when the Host header value ("name", "name:port", "[v6]:port") names a loopback address,
+/// "localhost", or one of `allowed` (compared without the port, case-insensitively).
+bool host_allowed(std::string_view host_header, const std::vector<std::string>& allowed);
+
+/// The media type of a Content-Type value, lowercased, without parameters ("text/plain").
+std::string media_type(std::string_view content_type);
 
 /// An error response with the contract's body.
 http_response error_response(protocol::errc code, std::string_view message, unsigned version = 11,

@@ -566,7 +566,8 @@ json to_json(const run_timeline& run) {
             {"queue_s", round3(s.queue_s)},
             {"pull_s", round3(s.pull_s)}}},
           {"leases", std::move(leases)},
-          {"fixtures", std::move(fixtures)}};
+          {"fixtures", std::move(fixtures)},
+          {"images", run.images}};
 }
 
 std::string render_html(const run_timeline& run) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <optional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,7 @@ struct run_timeline {
   bool ended = false;      // DELETE /v1/runs/{id} was called
   std::vector<lease_record> leases;  // in creation order
   std::vector<fixture_record> fixtures;
+  std::map<std::string, std::string> images;  // each reference the run used → the image id it was pinned to
 };
 
 /// Figures over the leases of a run. A lease's test time is the time it held its slots

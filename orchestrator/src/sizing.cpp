@@ -254,3 +254,23 @@ host_resources read_host_resources(const std::filesystem::path& root) {
 }
 
 }  // namespace sandlot::orchestrator
+
+namespace sandlot::orchestrator {
+
+slot_share share_per_slot(const host_resources& host, int slots, const sandbox_size& sandbox,
+                          const sizing_policy& policy) {
+  // The same usable figures estimate_slots works from.
+  const slots_estimate usable = estimate_slots(host, sandbox, policy);
+  const double n = std::max(1, slots);
+  slot_share s;
+  s.memory_mb = std::max<std::int64_t>(
+      sandbox.memory_mb,
+      static_cast<std::int64_t>(static_cast<double>(usable.memory_bytes) * policy.memory_fraction / n / mib));
+  s.cpus = std::max(sandbox.cpus, std::floor(usable.cpus * policy.cpu_oversubscription / n * 100) / 100);
+  // No host figure bounds processes as such; 4× the default sandbox's pids per slot.
+  s.pids = 4 * protocol::lease_request{}.pids_limit;
+  s.disk_mb = 2048;
+  return s;
+}
+
+}  // namespace sandlot::orchestrator

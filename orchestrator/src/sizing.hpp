@@ -48,6 +48,20 @@ struct slots_estimate {
 slots_estimate estimate_slots(const host_resources& host, const sandbox_size& sandbox = {},
                               const sizing_policy& policy = {});
 
+/// What one slot of the budget entitles a lease to: a lease of weight w may ask for w times
+/// these (the daemon's --max-memory, --max-cpus, --max-pids, --max-disk per slot).
+struct slot_share {
+  std::int64_t memory_mb = 0;
+  double cpus = 0;
+  int pids = 0;
+  std::int64_t disk_mb = 0;
+};
+
+/// The host's usable memory × memory_fraction and CPUs × oversubscription, divided by `slots`,
+/// and never less than a default sandbox (so default leases always fit). Pure.
+slot_share share_per_slot(const host_resources& host, int slots, const sandbox_size& sandbox = {},
+                          const sizing_policy& policy = {});
+
 /// MemAvailable in bytes from the text of /proc/meminfo; nullopt if the line is missing.
 std::optional<std::int64_t> parse_meminfo_available(std::string_view meminfo);
 
