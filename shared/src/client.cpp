@@ -305,9 +305,9 @@ namespace {
 
 /// How long a heartbeat's renew may take: a fraction of the ttl, so a wedged daemon cannot hold
 /// the heartbeat (or a release waiting to join it) for longer than the lease could live anyway.
-seconds renew_timeout(int ttl_s) { return std::clamp(seconds{ttl_s / 3}, seconds{1}, seconds{10}); }
+seconds renew_timeout(int ttl_s) { return std::clamp(seconds{ttl_s / 3}, seconds{1}, seconds{5}); }
 
-/// The most the destructor waits for a release.
+/// The most the destructor takes, a heartbeat in flight included.
 constexpr seconds release_bound{10};
 
 }  // namespace
@@ -394,8 +394,10 @@ lease& lease::operator=(lease&& other) noexcept {
 lease::~lease() {
   if (!s_ || s_->released_) return;
   try {
-    s_->stop_heartbeat();  // bounded: a renew in flight gives up within renew_timeout
-    s_->client_.with_timeout(release_bound).release(s_->id_);
+    const auto start = steady_clock::now();
+    s_->stop_heartbeat();  // bounded: a renew in flight gives up within renew_timeout (at most 5 s)
+    const auto left = std::chrono::floor<seconds>(release_bound - (steady_clock::now() - start));
+    s_->client_.with_timeout(std::max(left, seconds{1})).release(s_->id_);
   } catch (...) {  // NOLINT(bugprone-empty-catch): destructors must not throw; the TTL reaps it
   }
   s_->released_ = true;
