@@ -68,7 +68,8 @@ TEST_CASE("without arguments the daemon uses its documented defaults", "[config]
   CHECK(c.pull_attempts == 3);
   CHECK(c.pull_deadline_s == 600);
   CHECK(c.log_level == "info");
-  CHECK(c.instance == "orchestratord@127.0.0.1:7345");
+  // Unique to the host: two daemons on two hosts sharing one engine must not share an instance.
+  CHECK(c.instance == "orchestratord@" + sandlot::orchestrator::host_name() + "/127.0.0.1:7345");
 }
 
 TEST_CASE("flags set the daemon's settings", "[config]") {
@@ -159,7 +160,7 @@ log_level = "debug"
   CHECK(c.pull_attempts == 5);
   CHECK(c.pull_deadline_s == 120);
   CHECK(c.log_level == "debug");
-  CHECK(c.instance == "orchestratord@127.0.0.1:9100");
+  CHECK(c.instance == "orchestratord@" + sandlot::orchestrator::host_name() + "/127.0.0.1:9100");
 }
 
 TEST_CASE("flags win over the config file", "[config]") {

@@ -255,10 +255,29 @@ TEST_CASE("a read-only sandbox gets a writable tmpfs at /tmp", "[docker]") {
   auto spec = provider_fixture::spec();
   const json writable = f.provider.container_spec(spec).at("HostConfig");
   CHECK(writable.at("ReadonlyRootfs") == false);
-  CHECK_FALSE(writable.contains("Tmpfs"));
+  CHECK_FALSE(writable.at("Tmpfs").contains("/tmp"));
 
   spec.request.read_only = true;
   const json read_only = f.provider.container_spec(spec).at("HostConfig");
   CHECK(read_only.at("ReadonlyRootfs") == true);
   CHECK(read_only.at("Tmpfs").contains("/tmp"));
+}
+
+TEST_CASE("disk_mb bounds the writable layer where the driver can, a /scratch tmpfs otherwise", "[docker]") {
+  provider_fixture f;
+  auto spec = provider_fixture::spec();
+  spec.request.disk_mb = 300;
+  const json sized = f.provider.container_spec(spec, /*size_the_layer=*/true).at("HostConfig");
+  CHECK(sized.at("StorageOpt").at("size") == "300M");
+  CHECK_FALSE(sized.contains("Tmpfs"));
+  const json scratch = f.provider.container_spec(spec, /*size_the_layer=*/false).at("HostConfig");
+  CHECK_FALSE(scratch.contains("StorageOpt"));
+  CHECK(scratch.at("Tmpfs").at("/scratch") == "rw,nosuid,nodev,size=300m");
+}
+
+TEST_CASE("every sandbox names the process that made it", "[docker]") {
+  provider_fixture f;
+  const json labels = f.provider.container_spec(provider_fixture::spec()).at("Labels");
+  CHECK(labels.at("sandlot.owner") == f.provider.owner());
+  CHECK_THAT(f.provider.owner(), Catch::Matchers::Contains("/"));
 }

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -383,4 +385,48 @@ TEST_CASE("a waiter of a successful flight succeeds even when the image is inval
 
   require_succeeded(newcomer);
   require_succeeded(waiter);  // its flight pulled the image
+}
+
+TEST_CASE("the gate forgets idle images beyond its bound, failed ones before present ones", "[image_gate]") {
+  auto opts = quick_options();
+  opts.attempts = 1;
+  harness h(opts);
+  h.registry.failures["bad:1"] = {"manifest unknown"};
+  std::vector<outcome> outcomes(6);
+  const std::vector<std::string> images{"a:1", "b:1", "c:1", "d:1", "e:1", "bad:1"};
+  for (std::size_t i = 0; i < images.size(); ++i) h.ensure(images[i], outcomes[i]);
+  h.run();
+  REQUIRE(h.gate->remembered() == 6);
+  h.gate->prune(4);
+  CHECK(h.gate->remembered() == 4);
+  // The failed one went first; the present ones that stay are still known without a pull.
+  const auto states = h.gate->snapshot();
+  CHECK(std::none_of(states.begin(), states.end(), [](const auto& s) { return s.state == "failed"; }));
+  h.gate->prune(100);  // under the bound: nothing goes
+  CHECK(h.gate->remembered() == 4);
+}
+
+TEST_CASE("a pull whose last waiter leaves gives its slot back to the next image", "[image_gate]") {
+  auto opts = quick_options();
+  opts.max_concurrent_pulls = 1;
+  harness h(opts);
+  h.registry.pull_time = 5s;  // the first pull would hold the only slot this long
+  outcome late;
+  // The first image's only waiter gives up after 50 ms (a lease released at the gate).
+  asio::co_spawn(
+      h.io,
+      [&]() -> asio::awaitable<void> {
+        using namespace boost::asio::experimental::awaitable_operators;
+        asio::steady_timer give_up(h.io, 50ms);
+        co_await (h.gate->ensure("slow:1") || give_up.async_wait(asio::use_awaitable));
+        h.registry.pull_time = 0ms;
+        h.ensure("next:1", late);
+      },
+      asio::detached);
+  const auto start = std::chrono::steady_clock::now();
+  h.io.restart();
+  h.io.run_for(3s);
+  require_succeeded(late);
+  CHECK(std::chrono::steady_clock::now() - start < 3s);
+  CHECK(h.registry.pulls_of("next:1") == 1);
 }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -146,7 +147,13 @@ bool daemon_process::try_start(unsigned short port, std::string& why) {
 
   // Everything the child needs is prepared before fork(): between fork and exec only
   // async-signal-safe calls are allowed (this process may have other threads).
-  std::vector<std::string> args{SANDLOT_ORCHESTRATORD,
+  // SANDLOT_ORCHESTRATORD_BIN runs the tests against another build (e.g. an older one, to see a
+  // test fail where a fix is missing).
+  const char* other = std::getenv("SANDLOT_ORCHESTRATORD_BIN");
+  const std::string binary = !opts_.binary.empty()                  ? opts_.binary
+                             : (other != nullptr && *other != '\0') ? std::string(other)
+                                                                    : std::string(SANDLOT_ORCHESTRATORD);
+  std::vector<std::string> args{binary,
                                 "--slots",
                                 std::to_string(opts_.slots),
                                 "--listen",
@@ -162,7 +169,7 @@ bool daemon_process::try_start(unsigned short port, std::string& why) {
 
   {
     std::ofstream(log_path_, std::ios::app) << fmt::format("=== itest: starting {} on port {} ===\n",
-                                                           SANDLOT_ORCHESTRATORD, port_);
+                                                           binary, port_);
   }
   const int log_fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) throw std::runtime_error(fmt::format("open {}: {}", log_path_.string(), std::strerror(errno)));
@@ -185,6 +192,10 @@ bool daemon_process::try_start(unsigned short port, std::string& why) {
     ::dup2(log_fd, STDOUT_FILENO);
     ::dup2(log_fd, STDERR_FILENO);
     ::close_range(3, ~0U, 0);  // no test sockets or pipes leak into the daemon
+    if (opts_.nofile_hard > 0) {
+      rlimit lim{static_cast<rlim_t>(opts_.nofile_soft), static_cast<rlim_t>(opts_.nofile_hard)};
+      ::setrlimit(RLIMIT_NOFILE, &lim);
+    }
     ::execv(argv[0], argv.data());
     const char msg[] = "itest: execv of orchestratord failed\n";
     (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);

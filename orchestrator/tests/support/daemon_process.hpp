@@ -27,6 +27,9 @@ struct daemon_options {
   int slots = 2;         // --slots
   std::vector<std::string> extra_args;
   std::chrono::seconds start_timeout{30};  // until /healthz answers
+  std::string binary;   // empty: the orchestratord built alongside (SANDLOT_ORCHESTRATORD)
+  int nofile_soft = 0;  // RLIMIT_NOFILE for the daemon (0: inherited)
+  int nofile_hard = 0;
 };
 
 /// How a child process ended, as waitpid() reported it.

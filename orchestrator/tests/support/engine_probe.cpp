@@ -55,7 +55,68 @@ asio::awaitable<std::pair<unsigned, std::string>> delete_image(docker_client& en
   co_return std::pair<unsigned, std::string>{res.status, std::move(res.body)};
 }
 
+asio::awaitable<std::string> create_started(docker_client& engine, std::string image,
+                                            std::map<std::string, std::string> labels) {
+  nlohmann::json spec = {{"Image", image},
+                         {"Labels", labels},
+                         {"OpenStdin", true},
+                         {"HostConfig", {{"NetworkMode", "none"}}}};
+  const std::string id = co_await engine.create_container("", spec);
+  co_await engine.start_container(id);
+  co_return id;
+}
+
+asio::awaitable<std::string> id_of(docker_client& engine, std::string ref) { co_return co_await engine.image_id(ref); }
+
+/// REPO and TAG of "REPO:TAG" (the tag after the last colon past the last slash).
+std::pair<std::string, std::string> split_ref(const std::string& ref) {
+  const auto colon = ref.rfind(':');
+  if (colon == std::string::npos || ref.find('/', colon) != std::string::npos) return {ref, "latest"};
+  return {ref.substr(0, colon), ref.substr(colon + 1)};
+}
+
+asio::awaitable<std::pair<unsigned, std::string>> post_empty(docker_client& engine, std::string target) {
+  auto res = co_await engine.call(http::verb::post, target);
+  co_return std::pair<unsigned, std::string>{res.status, std::move(res.body)};
+}
+
+asio::awaitable<nlohmann::json> inspect(docker_client& engine, std::string id) {
+  co_return co_await engine.inspect_container(id);
+}
+
 }  // namespace
+
+void engine_probe::tag_image(const std::string& id, const std::string& ref) const {
+  const auto [repo, tag] = split_ref(ref);
+  const std::string target = fmt::format("/images/{}/tag?repo={}&tag={}", id, repo, tag);
+  auto [status, body] = run_on_engine<std::pair<unsigned, std::string>>(
+      spec_, [&target](docker_client& e) { return post_empty(e, target); });
+  if (status != 201 && status != 200) throw std::runtime_error(fmt::format("engine: tagging {} answered {}: {}", ref, status, body));
+}
+
+std::string engine_probe::commit(const std::string& container_id, const std::string& ref) const {
+  const auto [repo, tag] = split_ref(ref);
+  const std::string target = fmt::format("/commit?container={}&repo={}&tag={}&pause=false", container_id, repo, tag);
+  auto [status, body] = run_on_engine<std::pair<unsigned, std::string>>(
+      spec_, [&target](docker_client& e) { return post_empty(e, target); });
+  if (status != 201) throw std::runtime_error(fmt::format("engine: commit answered {}: {}", status, body));
+  return nlohmann::json::parse(body).at("Id").get<std::string>();
+}
+
+std::string engine_probe::container_image(const std::string& container_id) const {
+  auto info = run_on_engine<nlohmann::json>(spec_, [&container_id](docker_client& e) { return inspect(e, container_id); });
+  return info.at("Image").get<std::string>();
+}
+
+std::string engine_probe::create_labelled(const std::string& image,
+                                          const std::map<std::string, std::string>& labels) const {
+  return run_on_engine<std::string>(spec_,
+                                    [&image, &labels](docker_client& e) { return create_started(e, image, labels); });
+}
+
+std::string engine_probe::image_id(const std::string& ref) const {
+  return run_on_engine<std::string>(spec_, [&ref](docker_client& e) { return id_of(e, ref); });
+}
 
 engine_probe::engine_probe() : spec_(engine_address::default_spec()) {}
 

@@ -5,6 +5,7 @@
 // from any thread (the slot sampler runs beside the test's clients).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,17 @@ class engine_probe {
   bool image_exists(const std::string& ref) const;
   /// DELETE /images/{ref}?force=true; an image that is not there is fine.
   void remove_image(const std::string& ref) const;
+  /// Creates and starts a container of `image` with `labels` (as another daemon would have made
+  /// it, network none); returns its id.
+  std::string create_labelled(const std::string& image, const std::map<std::string, std::string>& labels) const;
+  /// The image id a reference names now ("sha256:...").
+  std::string image_id(const std::string& ref) const;
+  /// Points `ref` (REPO:TAG) at image `id`.
+  void tag_image(const std::string& id, const std::string& ref) const;
+  /// Commits a container as a new image tagged `ref`; returns the new image's id.
+  std::string commit(const std::string& container_id, const std::string& ref) const;
+  /// The image id a container was made from.
+  std::string container_image(const std::string& container_id) const;
 
  private:
   std::string spec_;
