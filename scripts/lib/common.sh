@@ -42,7 +42,8 @@ sandlot_env_down() {
   fi
 }
 
-# sandlot_daemon_start SLOTS PORT: orchestratord in the background, logging to a file.
+# sandlot_daemon_start SLOTS PORT: orchestratord in the background, logging to a file. The suite's
+# network tests and its shared mock server need host networking, which is opt-in.
 sandlot_daemon_start() {
   local slots=$1 port=$2
   SANDLOT_DAEMON_LOG=$SANDLOT_LOG_DIR/orchestratord.log
@@ -50,6 +51,7 @@ sandlot_daemon_start() {
   # the caller's output open.
   "$SANDLOT_BUILD_DIR/orchestrator/orchestratord" --slots "$slots" --listen "127.0.0.1:$port" \
     --instance "sandlot-e2e-$$" --prepull "$SANDLOT_TEST_IMAGE" \
+    --allow-host-network \
     </dev/null >"$SANDLOT_DAEMON_LOG" 2>&1 &
   SANDLOT_DAEMON_PID=$!
   export SANDLOT_URL="http://127.0.0.1:$port"
