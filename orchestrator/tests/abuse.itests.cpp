@@ -34,6 +34,7 @@ using sandlot::itest::error_of;
 using sandlot::itest::lease_of;
 using sandlot::itest::leftover_guard;
 using sandlot::itest::test_image;
+using sandlot::itest::wait_settled;
 using sandlot::itest::unique_instance;
 using sandlot::itest::wait_until;
 using sandlot::protocol::lease_state;
@@ -50,15 +51,6 @@ daemon_options behind(const engine_fault_proxy& proxy, const std::string& instan
   o.extra_args = {"--docker-host", proxy.docker_host()};
   if (const char* asan = std::getenv("SANDLOT_ORCHESTRATORD_ASAN"); asan != nullptr && *asan != '\0') o.binary = asan;
   return o;
-}
-
-protocol::lease_view settle(const client::client& c, const std::string& id, std::chrono::seconds timeout = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto v = c.get(id);
-  while (v.state != lease_state::ready && !protocol::is_final(v.state) && std::chrono::steady_clock::now() < deadline) {
-    v = c.get(id, 5);
-  }
-  return v;
 }
 
 /// SIGTERM, and the daemon must exit 0 within `bound` with no sanitizer report in its log.
@@ -99,8 +91,8 @@ TEST_CASE("one stalled engine call holds up neither expiries nor the rest of the
   // Two leases that expire while that DELETE hangs.
   const auto a = c.create(lease_of(test_image(), "expires-a", /*ttl_s=*/2));
   const auto b = c.create(lease_of(test_image(), "expires-b", /*ttl_s=*/2));
-  REQUIRE(settle(c, a.id).state == lease_state::ready);
-  REQUIRE(settle(c, b.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, a.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, b.id).state == lease_state::ready);
   const auto a_box = c.get(a.id).sandbox->id;
   const auto b_box = c.get(b.id).sandbox->id;
 
@@ -132,7 +124,7 @@ TEST_CASE("an engine that takes connections and never answers fails leases with 
 
   proxy.hang_all(true);
   const auto started = std::chrono::steady_clock::now();
-  const auto stuck = settle(c, c.create(lease_of(test_image(), "during")).id, 60s);
+  const auto stuck = wait_settled(c, c.create(lease_of(test_image(), "during")).id, 60s);
   CHECK(stuck.state == lease_state::failed);
   REQUIRE(stuck.error.has_value());
   CHECK(stuck.error->code == "engine_unavailable");
@@ -220,7 +212,7 @@ TEST_CASE("SIGTERM at any moment of a lease's life exits 0", "[abuse][shutdown]"
         const auto second = c.create(lease_of(test_image(), "second", 60));
         if (moment == 2) proxy.add_rule("POST", "/containers/create", action::stall, 1);
         if (moment == 3) {
-          REQUIRE(settle(c, first.id).state == lease_state::ready);
+          REQUIRE(wait_settled(c, first.id).state == lease_state::ready);
           poll = std::thread([&c, id = second.id] {
             try {
               c.get(id, 30);
@@ -257,7 +249,7 @@ TEST_CASE("renew and exec on a lease that is being released get 410", "[abuse][l
   daemon_process d(opts);
   const client::client c(d.url());
   const auto l = c.create(lease_of(test_image(), "finishing", 60));
-  REQUIRE(settle(c, l.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, l.id).state == lease_state::ready);
   const int rm = proxy.add_rule("DELETE", "/containers/", action::stall, 1);  // the removal takes a while
   std::thread releasing([&] { c.release(l.id); });
   REQUIRE(wait_until([&] { return proxy.matched(rm) == 1; }, 10s));

@@ -68,19 +68,7 @@ using sandlot::itest::error_of;
 using sandlot::itest::lease_of;
 using sandlot::itest::leftover_guard;
 using sandlot::itest::test_image;
-
-/// Long-polls until the lease is ready or final, within `timeout`.
-protocol::lease_view wait_settled(const client::client& c, const std::string& id,
-                                  std::chrono::seconds timeout = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto v = c.get(id);
-  while (v.state != lease_state::ready && !protocol::is_final(v.state)) {
-    auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now());
-    if (left <= 0s) break;
-    v = c.get(id, static_cast<int>(std::min<std::chrono::seconds::rep>(left.count(), 30)));
-  }
-  return v;
-}
+using sandlot::itest::wait_settled;
 
 /// A client in a child process, for tests that kill one with SIGKILL. `body` runs in the child and
 /// calls `report_and_wait(line)` once it holds what it should: the line goes to the parent, and the

@@ -44,16 +44,7 @@ using sandlot::itest::error_of;
 using sandlot::itest::lease_of;
 using sandlot::itest::leftover_guard;
 using sandlot::itest::test_image;
-
-/// Ready or final within `timeout`, long-polling.
-protocol::lease_view settled(const client::client& c, const std::string& id, std::chrono::seconds timeout = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto v = c.get(id);
-  while (v.state != lease_state::ready && !protocol::is_final(v.state) && std::chrono::steady_clock::now() < deadline) {
-    v = c.get(id, 5);
-  }
-  return v;
-}
+using sandlot::itest::wait_settled;
 
 bool daemon_answers(const client::client& c) {
   try {
@@ -86,7 +77,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
   const client::client c(d.url());
 
   const auto ready = c.create(lease_of(test_image(), "ready-before", 120));
-  REQUIRE(settled(c, ready.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, ready.id).state == lease_state::ready);
 
   // The engine goes away: open connections drop, new ones are refused (as when dockerd stops).
   forwarder.cut();
@@ -95,7 +86,7 @@ TEST_CASE("the engine going away fails what needs it, and the daemon recovers wh
 
   // A lease that starts now cannot get a sandbox; it fails, naming the engine.
   const auto starting = c.create(lease_of(test_image(), "starting-during", 120));
-  const auto failed = settled(c, starting.id, 60s);
+  const auto failed = wait_settled(c, starting.id, 60s);
   INFO("lease during the outage: " << protocol::to_string(failed.state) << " "
                                    << (failed.error ? failed.error->code + ": " + failed.error->message : ""));
   CHECK(failed.state == lease_state::failed);
@@ -160,9 +151,9 @@ TEST_CASE("a registry that is down fails its leases with image_pull_failed, othe
   const auto doomed = c.create(lease_of(gone_image, "registry-down"));
   const auto fine = c.create(lease_of(test_image(), "registry-up"));
 
-  const auto ok = settled(c, fine.id, 60s);
+  const auto ok = wait_settled(c, fine.id, 60s);
   CHECK(ok.state == lease_state::ready);
-  const auto v = settled(c, doomed.id, 60s);
+  const auto v = wait_settled(c, doomed.id, 60s);
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   INFO("gone image settled after " << took << " s: " << (v.error ? v.error->message : "(no error)"));
   CHECK(v.state == lease_state::failed);
@@ -187,7 +178,7 @@ TEST_CASE("an expired lease is told why on its next call", "[faults][expiry]") {
   const auto raw = c.create(lease_of(test_image(), "never-renewed", /*ttl_s=*/2));
   // Every GET counts as a touch; after the last one the lease has ttl_s to be renewed, and is not.
   // So the wait watches the engine and the daemon's slots, never the lease itself.
-  REQUIRE(settled(c, raw.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, raw.id).state == lease_state::ready);
   REQUIRE(wait_until([&] { return lease_ended(engine, instance, c); }, 15s, 250ms));
   CHECK(c.get(raw.id).state == lease_state::expired);
 
@@ -257,7 +248,7 @@ TEST_CASE("the engine restarted mid-run fails the leases it stopped and new leas
   const client::client c(d.url());
 
   const auto before = c.create(lease_of(test_image(), "before-restart"));
-  REQUIRE(settled(c, before.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, before.id).state == lease_state::ready);
   INFO("restart command: " << restart);
   REQUIRE(std::system(fmt::format("{} >/dev/null 2>&1", restart).c_str()) == 0);
   REQUIRE(daemon_answers(c));

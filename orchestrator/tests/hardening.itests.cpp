@@ -40,6 +40,7 @@ using sandlot::itest::error_of;
 using sandlot::itest::lease_of;
 using sandlot::itest::leftover_guard;
 using sandlot::itest::test_image;
+using sandlot::itest::wait_settled;
 using sandlot::itest::unique_instance;
 using sandlot::itest::wait_until;
 using sandlot::protocol::lease_state;
@@ -110,15 +111,6 @@ answer send_request(unsigned short port, const std::string& method, const std::s
 
 std::string lease_body(const std::string& extra = {}) {
   return fmt::format(R"({{"image":"{}","run":"hardening-{}"{}}})", test_image(), getpid(), extra);
-}
-
-protocol::lease_view settle(const client::client& c, const std::string& id, std::chrono::seconds timeout = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto v = c.get(id);
-  while (v.state != lease_state::ready && !protocol::is_final(v.state) && std::chrono::steady_clock::now() < deadline) {
-    v = c.get(id, 5);
-  }
-  return v;
 }
 
 /// The lease no longer appears among the daemon's live leases (status does not touch a lease).
@@ -300,7 +292,7 @@ TEST_CASE("a client that leaves mid-exec or mid-long-poll gives its lease back t
   const client::client impatient(quick);
 
   const auto busy = c.create(lease_of(test_image(), "busy", /*ttl_s=*/3));
-  REQUIRE(settle(c, busy.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, busy.id).state == lease_state::ready);
   // A command meant to run for 5 minutes; the client gives up after 2 s and closes its connection.
   CHECK_THROWS(impatient.request("POST", fmt::format("/v1/leases/{}/exec", busy.id),
                                  R"({"argv":["sleep","300"],"timeout_s":300})"));
@@ -320,7 +312,7 @@ TEST_CASE("a client that leaves mid-exec or mid-long-poll gives its lease back t
 
   // The same for a long-poll on a queued lease.
   const auto holder = c.create(lease_of(test_image(), "holder", /*ttl_s=*/120));
-  REQUIRE(settle(c, holder.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, holder.id).state == lease_state::ready);
   const auto queued = c.create(lease_of(test_image(), "queued", /*ttl_s=*/3));
   CHECK_THROWS(impatient.request("GET", fmt::format("/v1/leases/{}?wait_s=120", queued.id)));
   const auto poll_left = std::chrono::steady_clock::now();
@@ -395,12 +387,12 @@ TEST_CASE("a lock wait cycle between two tests fails both waiting leases with th
   };
   const auto a1 = c.create(with_lock("test-a", "lock-x"));
   const auto b1 = c.create(with_lock("test-b", "lock-y"));
-  REQUIRE(settle(c, a1.id).state == lease_state::ready);
-  REQUIRE(settle(c, b1.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, a1.id).state == lease_state::ready);
+  REQUIRE(wait_settled(c, b1.id).state == lease_state::ready);
   const auto a2 = c.create(with_lock("test-a", "lock-y"));
   const auto b2 = c.create(with_lock("test-b", "lock-x"));
   for (const auto* id : {&a2.id, &b2.id}) {
-    const auto v = settle(c, *id, 20s);
+    const auto v = wait_settled(c, *id, 20s);
     CHECK(v.state == lease_state::failed);
     REQUIRE(v.error.has_value());
     CHECK(v.error->code == "conflict");

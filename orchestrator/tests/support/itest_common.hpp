@@ -5,6 +5,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -38,6 +40,19 @@ inline protocol::lease_request lease_of(std::string image, std::string test, int
   req.test = std::move(test);
   req.ttl_s = ttl_s;
   return req;
+}
+
+/// Long-polls until the lease is ready or final, within `timeout`.
+inline protocol::lease_view wait_settled(const client::client& c, const std::string& id,
+                                         std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto v = c.get(id);
+  while (v.state != protocol::lease_state::ready && !protocol::is_final(v.state)) {
+    auto left = std::chrono::duration_cast<std::chrono::seconds>(deadline - std::chrono::steady_clock::now());
+    if (left <= std::chrono::seconds(0)) break;
+    v = c.get(id, static_cast<int>(std::min<std::chrono::seconds::rep>(left.count(), 30)));
+  }
+  return v;
 }
 
 /// A daemon error body, decoded; `code` is empty when the body is not one.
