@@ -176,12 +176,16 @@ TEST_CASE("SIGTERM while pulls wait for a pull slot exits cleanly", "[abuse][shu
   leftover_guard cleanup(engine, instance);
   engine_fault_proxy proxy;
   auto opts = behind(proxy, instance, 3);
-  opts.extra_args.insert(opts.extra_args.end(), {"--max-pulls", "1"});
+  // Prepulls wait at the gate until they are done (a lease's wait ends with the lease), so their
+  // flights are still suspended, one pulling and one waiting for the only pull slot, when the
+  // daemon stops: what used to be destroyed after the service they point into.
+  const std::string first = fmt::format("127.0.0.1:5000/sandlot/never-{}:1", getpid());
+  const std::string second = fmt::format("127.0.0.1:5000/sandlot/never-{}:2", getpid());
+  opts.extra_args.insert(opts.extra_args.end(), {"--max-pulls", "1", "--prepull", first, "--prepull", second});
   proxy.add_rule("POST", "/images/create", action::stall);  // every pull hangs
   daemon_process d(opts);
   const client::client c(d.url());
-  const auto pulling = c.create(lease_of(fmt::format("127.0.0.1:5000/sandlot/never-{}:1", getpid()), "pulling"));
-  const auto waiting = c.create(lease_of(fmt::format("127.0.0.1:5000/sandlot/never-{}:2", getpid()), "waiting"));
+  const auto lease = c.create(lease_of(second, "waiting"));
   REQUIRE(wait_until(
       [&] {
         for (const auto& img : c.status().images) {
