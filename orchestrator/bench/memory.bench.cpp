@@ -10,11 +10,11 @@
 // release while queued. No container is made, which keeps 1000 cycles within CI's time, yet the
 // daemon records each lease in its run as it does any other. The cycles go to 10 runs from 4
 // threads; the blocker's run is one of them, a run that never goes idle. VmRSS after 100 warm-up
-// cycles (the first 4 real ones, see below) is the baseline; then --cycles more, of which one in
-// 50 is a real lease (ready, exec `true`, release) with the same env, run at the end once the
-// blocker is released. It exits 1 if VmRSS grew by more than --max-growth-mib, a cycle failed,
-// --max-seconds passed first, or the daemon does not end clean (no slot in use, no container of
-// its instance, exit 0 on SIGTERM).
+// cycles (the first 4 real ones, see below), once the daemon is idle, is the baseline; then
+// --cycles more, of which one in 50 is a real lease (ready, exec `true`, release) with the same
+// env, run at the end once the blocker is released. It exits 1 if VmRSS grew by more than
+// --max-growth-mib, a cycle failed, --max-seconds passed first, or the daemon does not end clean
+// (no slot in use, no container of its instance, exit 0 on SIGTERM).
 //
 //   sandlot_bench_memory [--cycles 1000] [--max-seconds 240] [--max-growth-mib 10] [--image REF]
 #include <algorithm>
@@ -83,6 +83,21 @@ int int_flag(std::string_view flag, std::string_view text, int lo, int hi) {
 }
 
 /// The VmRSS line of /proc/<pid>/status, in KiB; nullopt once the process is gone.
+std::optional<long> rss_kib(pid_t pid);
+
+/// VmRSS once the daemon is idle: the lowest of 16 samples over 8 s. Freed request bodies and
+/// engine answers (up to ~1 MiB each here) go back to the system at the daemon's next
+/// housekeeping (every 5 s), so a reading taken the moment the load stops would count memory it no
+/// longer holds. Taken the same way for the baseline and the end.
+std::optional<long> settled_rss_kib(pid_t pid) {
+  std::optional<long> lowest;
+  for (int i = 0; i < 16; ++i) {
+    if (auto kib = rss_kib(pid); kib && (!lowest || *kib < *lowest)) lowest = kib;
+    std::this_thread::sleep_for(500ms);  // the sampling period
+  }
+  return lowest;
+}
+
 std::optional<long> rss_kib(pid_t pid) {
   std::ifstream status(fmt::format("/proc/{}/status", pid));
   constexpr std::string_view key = "VmRSS:";
@@ -259,7 +274,7 @@ int bench(const options& o) {
   if (!ended.out_of_time) ended = run_cycles(ctx, queued_first, measured_first, false, std::nullopt, t);
   const int warmup_done = t.queued_done + t.real_done;
   const int warmup_real_done = t.real_done;
-  const auto baseline_kib = rss_kib(daemon.pid());
+  const auto baseline_kib = settled_rss_kib(daemon.pid());
   const auto measured_start = bench_clock::now();
   std::optional<long> runaway_kib;
   if (baseline_kib) runaway_kib = *baseline_kib + runaway_factor * o.max_growth_mib * 1024L;
@@ -272,7 +287,7 @@ int bench(const options& o) {
     const auto real_end = run_cycles(ctx, real_first, all_last, true, std::nullopt, t);
     ended.out_of_time = real_end.out_of_time;
   }
-  const auto end_kib = rss_kib(daemon.pid());
+  const auto end_kib = settled_rss_kib(daemon.pid());
   const double measured_s = std::chrono::duration<double>(bench_clock::now() - measured_start).count();
   const int measured_done = t.queued_done + t.real_done - warmup_done;
   const int measured_real = t.real_done - warmup_real_done;

@@ -1,5 +1,7 @@
 #include "lease_service.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <cctype>
 #include <random>
@@ -711,6 +713,9 @@ asio::awaitable<void> lease_service::reaper() {
       it = leases_.count(it->second) == 0 ? by_request_id_.erase(it) : std::next(it);
     }
     gate_.prune(max_gate_images);
+    // Request bodies and engine answers of up to a few MiB come and go; give the freed pages back
+    // so the daemon's resident size shows what it holds, not its busiest moment.
+    ::malloc_trim(0);
   }
   reaper_running_ = false;
   reaper_stopped_.notify_all();
