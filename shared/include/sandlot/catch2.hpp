@@ -5,11 +5,25 @@
 //     CHECK(sb.exec({"echo", "hi"}).stdout_data == "hi\n");
 //   }
 //
-// Include after <catch2/catch.hpp>. To show each test's pass/fail in the run report, register
-// the listener once, next to CATCH_CONFIG_MAIN:
+// Works with Catch2 2.13 and 3.x. Include after <catch2/catch.hpp> (v2) or
+// <catch2/catch_test_macros.hpp> (v3). To show each test's pass/fail in the run report, register
+// the listener once: with v2 next to CATCH_CONFIG_MAIN (v2 declares listener bases only there),
+// with v3 in any one translation unit of a binary linked with Catch2WithMain:
 //
 //   SANDLOT_REGISTER_OUTCOME_LISTENER()
 #pragma once
+
+// Which Catch2: v3 has its version macros in a header of their own; v2's single header defines
+// them before this file is included.
+#if !defined(CATCH_VERSION_MAJOR) && __has_include(<catch2/catch_version_macros.hpp>)
+#include <catch2/catch_version_macros.hpp>
+#endif
+#if defined(CATCH_VERSION_MAJOR) && CATCH_VERSION_MAJOR >= 3
+#include <catch2/interfaces/catch_interfaces_capture.hpp>
+#include <catch2/reporters/catch_reporter_event_listener.hpp>
+#include <catch2/reporters/catch_reporter_registrars.hpp>
+#define SANDLOT_CATCH2_V3 1
+#endif
 
 #include <cstdlib>
 #include <iostream>
@@ -69,8 +83,23 @@ inline void report_outcomes_of_this_test(bool failed) {
 }  // namespace sandlot::testing
 
 /// Registers a Catch2 listener that reports each test's pass/fail to the daemon (GET /v1/runs/{id}
-/// shows it). Use once, in the translation unit that defines CATCH_CONFIG_MAIN (Catch2 v2 only
-/// declares listener bases there).
+/// shows it). Use once per test binary: with Catch2 v2 in the translation unit that defines
+/// CATCH_CONFIG_MAIN (v2 only declares listener bases there), with v3 in any one.
+#if defined(SANDLOT_CATCH2_V3)
+#define SANDLOT_REGISTER_OUTCOME_LISTENER()                                                   \
+  namespace sandlot::testing {                                                                \
+  class outcome_listener : public Catch::EventListenerBase {                                  \
+   public:                                                                                    \
+    using Catch::EventListenerBase::EventListenerBase;                                        \
+    void testCaseStarting(const Catch::TestCaseInfo&) override { leases_of_this_test().clear(); } \
+    void testCaseEnded(const Catch::TestCaseStats& stats) override {                          \
+      report_outcomes_of_this_test(stats.totals.assertions.failed > 0);                       \
+    }                                                                                         \
+  };                                                                                          \
+  }                                                                                           \
+  using sandlot_outcome_listener = sandlot::testing::outcome_listener;                        \
+  CATCH_REGISTER_LISTENER(sandlot_outcome_listener)
+#else
 #define SANDLOT_REGISTER_OUTCOME_LISTENER()                                                   \
   namespace sandlot::testing {                                                                \
   class outcome_listener : public Catch::TestEventListenerBase {                              \
@@ -88,3 +117,4 @@ inline void report_outcomes_of_this_test(bool failed) {
   }                                                                                           \
   using sandlot_outcome_listener = sandlot::testing::outcome_listener;                        \
   CATCH_REGISTER_LISTENER(sandlot_outcome_listener)
+#endif
