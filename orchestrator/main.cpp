@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <string_view>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -12,6 +13,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <sandlot/client.hpp>
 #include <spdlog/spdlog.h>
 
 #include "src/config.hpp"
@@ -48,9 +51,55 @@ void raise_fd_limit() {
   }
 }
 
+/// `orchestratord health [--listen HOST:PORT] [--token-file F]`: exit 0 when the daemon there is
+/// ready (/readyz 200: prepulls done), 1 otherwise. A container HEALTHCHECK or a CI wait loop runs
+/// it; it takes SANDLOT_LISTEN and SANDLOT_TOKEN_FILE like the daemon, so one environment serves
+/// both.
+int health_main(int argc, char** argv) {
+  auto env_or = [](const char* name, std::string fallback) {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+  };
+  std::string listen = env_or("SANDLOT_LISTEN", "127.0.0.1:7345");
+  std::string token_file = env_or("SANDLOT_TOKEN_FILE", "");
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string_view flag = argv[i];
+    if (flag == "--listen") {
+      listen = argv[i + 1];
+    } else if (flag == "--token-file") {
+      token_file = argv[i + 1];
+    } else {
+      std::cerr << "orchestratord health: unknown option " << flag << "; use --listen HOST:PORT, --token-file F\n";
+      return 2;
+    }
+  }
+  const auto colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "7345" : listen.substr(colon + 1);
+  // A daemon listening on every address is reached on loopback.
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
+  sandlot::client::options o;
+  o.url = fmt::format("http://{}:{}", host, port);
+  o.request_timeout = std::chrono::seconds(3);
+  try {
+    o.token = token_file.empty() ? std::string() : read_token_file(token_file);
+    const sandlot::client::client c(o);
+    const auto res = c.request("GET", "/readyz");
+    if (res.status == 200) {
+      std::cout << "orchestratord at " << o.url << " is ready\n";
+      return 0;
+    }
+    std::cout << "orchestratord at " << o.url << " is not ready (" << res.status << "): " << res.body;
+  } catch (const std::exception& e) {
+    std::cout << "orchestratord health: " << e.what() << "\n";
+  }
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "health") return health_main(argc, argv);
   std::optional<daemon_config> cfg;
   engine_address engine_addr;
   try {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -240,6 +241,17 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  // Every setting also from the environment, SANDLOT_ and the flag's name (--max-pulls:
+  // SANDLOT_MAX_PULLS), as a service container takes its settings: flags win over the environment,
+  // the environment over the file. Lists take commas (SANDLOT_PREPULL=a:1,b:2).
+  for (CLI::Option* opt : app.get_options()) {
+    const std::string name = opt->get_single_name();
+    if (name.empty() || name == "help" || name == "allow-host") continue;  // SANDLOT_ALLOW_HOSTS below
+    std::string env = "SANDLOT_";
+    for (char ch : name) env.push_back(ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch))));
+    opt->envname(env);
+    if (opt->get_items_expected_max() > 1) opt->delimiter(',');
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {

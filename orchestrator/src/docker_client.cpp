@@ -284,13 +284,25 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
   std::string body;
   unsigned status = 0;
   try {
-    stream.expires_after(std::min(until(deadline), stall_timeout));
+    // Until the engine answers at all, this is a call like any other (--engine-timeout); then the
+    // progress stream has its own stall timeout.
+    stream.expires_after(std::min({until(deadline), stall_timeout, call_timeout_}));
     auto req = make_request(http::verb::post, versioned(target), {}, {});
     co_await http::async_write(stream, req, asio::use_awaitable);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(256 * 1024 * 1024);
-    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    try {
+      co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    } catch (const boost::system::system_error& e) {
+      if (e.code() != beast::error::timeout) throw;
+      throw engine_error(0,
+                         fmt::format("the Docker engine at {} did not answer the pull of {} within {} s; is dockerd "
+                                     "hung? (docs/operations.md)",
+                                     addr_.to_string(), ref,
+                                     std::chrono::duration_cast<std::chrono::seconds>(call_timeout_).count()),
+                         /*timed_out=*/true);
+    }
     // The progress stream: each read must make progress within stall_timeout, the whole pull
     // must end by the deadline.
     while (!parser.is_done()) {

@@ -4,6 +4,7 @@
 // whatever it was waiting for (SANDLOT_ORCHESTRATORD_ASAN names an ASan build to run instead).
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -308,4 +309,29 @@ TEST_CASE("a sandbox that fails to start is removed at once instead of by the sw
   CHECK_THAT(failed.message, Contains("never-starts"));
   // Only the holder's own sandbox is left.
   CHECK(engine.containers_of(instance).size() == 1);
+}
+
+TEST_CASE("orchestratord health is 0 only once the prepulls are done", "[abuse][health]") {
+  const engine_probe engine;
+  const std::string instance = unique_instance("health");
+  leftover_guard cleanup(engine, instance);
+  engine_fault_proxy proxy;
+  auto opts = behind(proxy, instance);
+  opts.binary.clear();  // the probe itself is what is tested: the build's own binary
+  const int pulls = proxy.add_rule("POST", "/images/create", action::stall, 1);  // the prepull hangs a while
+  opts.extra_args.insert(opts.extra_args.end(),
+                         {"--prepull", fmt::format("127.0.0.1:5000/sandlot/never-{}:9", getpid()), "--engine-timeout", "3"});
+  daemon_process d(opts);
+  auto probe = [&] {
+    const int status = std::system(fmt::format("{} health --listen 127.0.0.1:{} >/dev/null", SANDLOT_ORCHESTRATORD,
+                                               d.port()).c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  REQUIRE(wait_until([&] { return proxy.matched(pulls) == 1; }, 15s));
+  CHECK(probe() == 1);  // prepulling: not ready
+  // The stalled pull gives up (a pull with no progress), the retry fails fast: prepulls are done.
+  proxy.clear_rules();
+  CHECK(wait_until([&] { return probe() == 0; }, 120s, 500ms));
+  d.terminate(30s);
+  CHECK(probe() == 1);  // nobody there
 }

@@ -290,3 +290,35 @@ TEST_CASE("an empty histogram renders zero buckets", "[metrics]") {
   CHECK_THAT(out, Catch::Contains("x_bucket{le=\"+Inf\"} 0\n"));
   CHECK_THAT(out, Catch::EndsWith("x_count 0\n"));
 }
+
+TEST_CASE("every setting also comes from a SANDLOT_ variable: flags win over it, it wins over the file", "[config]") {
+  struct env_guard {
+    std::vector<std::string> names;
+    void set(const std::string& name, const std::string& value) {
+      ::setenv(name.c_str(), value.c_str(), 1);
+      names.push_back(name);
+    }
+    ~env_guard() {
+      for (const auto& n : names) ::unsetenv(n.c_str());
+    }
+  } env;
+  env.set("SANDLOT_SLOTS", "7");
+  env.set("SANDLOT_PREPULL", "127.0.0.1:5000/a:1,127.0.0.1:5000/b:2");
+  env.set("SANDLOT_MAX_PULLS", "3");
+  env.set("SANDLOT_INSTANCE", "from-env");
+  env.set("SANDLOT_ALLOW_HOST_NETWORK", "true");
+  const auto from_env = parse({});
+  CHECK(from_env.slots == 7);
+  CHECK(from_env.prepull == std::vector<std::string>{"127.0.0.1:5000/a:1", "127.0.0.1:5000/b:2"});
+  CHECK(from_env.max_pulls == 3);
+  CHECK(from_env.instance == "from-env");
+  CHECK(from_env.allow_host_network);
+  CHECK(parse({"--slots", "2"}).slots == 2);  // the flag wins
+  temp_toml file("env-order", "slots = 9\nmax_pulls = 5\nread_timeout_s = 11\n");
+  const auto both = parse({"--config", file.path()});
+  CHECK(both.slots == 7);             // the environment wins over the file
+  CHECK(both.max_pulls == 3);
+  CHECK(both.read_timeout_s == 11);   // what the environment does not set comes from the file
+  env.set("SANDLOT_SLOTS", "many");
+  CHECK_THROWS_WITH(parse({}), Catch::Contains("many"));
+}
