@@ -63,6 +63,16 @@ std::string engine_message(const std::string& body) {
   return trimmed.empty() ? std::string("(empty response)") : trimmed;
 }
 
+/// The error for an engine that took the connection and did not answer `what` within `timeout`.
+engine_error hung(const engine_address& addr, const std::string& what, std::chrono::milliseconds timeout) {
+  return engine_error(0,
+                      fmt::format("the Docker engine at {} did not answer {} within {} s; is dockerd hung? "
+                                  "(docs/operations.md)",
+                                  addr.to_string(), what,
+                                  std::chrono::duration_cast<std::chrono::seconds>(timeout).count()),
+                      /*timed_out=*/true);
+}
+
 std::chrono::milliseconds until(clock::time_point tp) {
   auto d = std::chrono::duration_cast<std::chrono::milliseconds>(tp - clock::now());
   return std::max(d, 1ms);
@@ -213,13 +223,9 @@ asio::awaitable<docker_client::response> docker_client::call_bytes(http::verb me
     co_return response{res.result_int(), std::move(res.body())};
   } catch (const boost::system::system_error& e) {
     if (e.code() == beast::error::timeout) {
-      throw engine_error(0,
-                         fmt::format("the Docker engine at {} did not answer {} {} within {} s; is dockerd hung? "
-                                     "(docs/operations.md)",
-                                     addr_.to_string(), std::string_view(http::to_string(method)),
-                                     target.substr(0, target.find('?')),
-                                     std::chrono::duration_cast<std::chrono::seconds>(timeout).count()),
-                         /*timed_out=*/true);
+      throw hung(addr_, fmt::format("{} {}", std::string_view(http::to_string(method)),
+                                    target.substr(0, target.find('?'))),
+                 timeout);
     }
     throw engine_error(0, fmt::format("{} {} on the Docker engine failed: {}", http::to_string(method),
                                       target, e.code().message()));
@@ -296,12 +302,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
       co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
     } catch (const boost::system::system_error& e) {
       if (e.code() != beast::error::timeout) throw;
-      throw engine_error(0,
-                         fmt::format("the Docker engine at {} did not answer the pull of {} within {} s; is dockerd "
-                                     "hung? (docs/operations.md)",
-                                     addr_.to_string(), ref,
-                                     std::chrono::duration_cast<std::chrono::seconds>(call_timeout_).count()),
-                         /*timed_out=*/true);
+      throw hung(addr_, "the pull of " + ref, call_timeout_);
     }
     // The progress stream: each read must make progress within stall_timeout, the whole pull
     // must end by the deadline.
