@@ -2,12 +2,14 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <string_view>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -23,6 +25,7 @@
 #include "src/instance_owner.hpp"
 #include "src/lease_service.hpp"
 #include "src/listener.hpp"
+#include "src/log_format.hpp"
 #include "src/router.hpp"
 
 namespace asio = boost::asio;
@@ -53,8 +56,8 @@ void raise_fd_limit() {
 
 /// `orchestratord health [--listen HOST:PORT] [--token-file F]`: exit 0 when the daemon there is
 /// ready (/readyz 200: prepulls done), 1 otherwise. A container HEALTHCHECK or a CI wait loop runs
-/// it; it takes SANDLOT_LISTEN and SANDLOT_TOKEN_FILE like the daemon, so one environment serves
-/// both.
+/// it; it takes SANDLOT_LISTEN, SANDLOT_TOKEN_FILE and SANDLOT_TOKEN like the daemon, so one
+/// environment serves both.
 int health_main(int argc, char** argv) {
   auto env_or = [](const char* name, std::string fallback) {
     const char* v = std::getenv(name);
@@ -62,6 +65,7 @@ int health_main(int argc, char** argv) {
   };
   std::string listen = env_or("SANDLOT_LISTEN", "127.0.0.1:7345");
   std::string token_file = env_or("SANDLOT_TOKEN_FILE", "");
+  const std::string env_token = env_or("SANDLOT_TOKEN", "");
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string_view flag = argv[i];
     if (flag == "--listen") {
@@ -82,7 +86,9 @@ int health_main(int argc, char** argv) {
   o.url = fmt::format("http://{}:{}", host, port);
   o.request_timeout = std::chrono::seconds(3);
   try {
-    o.token = token_file.empty() ? std::string() : read_token_file(token_file);
+    o.token = !token_file.empty()  ? read_token_file(token_file)
+              : !env_token.empty() ? checked_token(env_token, "SANDLOT_TOKEN")
+                                   : std::string();
     const sandlot::client::client c(o);
     const auto res = c.request("GET", "/readyz");
     if (res.status == 200) {
@@ -111,7 +117,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_level(spdlog::level::from_str(cfg->log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  use_log_format(cfg->log_format);
   if (cfg->slots_auto) {
     spdlog::info("{}", cfg->slots_explanation);
     // The sandboxes run where the engine runs; auto measured the host this daemon runs on.
@@ -193,6 +199,30 @@ int main(int argc, char** argv) {
   };
   signals.async_wait(on_signal);
 
+  // --idle-exit: a daemon started on demand goes away once nothing has used it for that long. Only
+  // when nothing is in use, so it removes nothing anyone holds.
+  auto idle_watch = [&]() -> asio::awaitable<void> {
+    using clock = std::chrono::steady_clock;
+    const auto idle_limit = std::chrono::seconds(cfg->idle_exit_s);
+    const auto tick = std::clamp<clock::duration>(idle_limit / 10, std::chrono::seconds(1), std::chrono::seconds(10));
+    auto quiet_since = clock::now();
+    asio::steady_timer timer(ioc);
+    while (!stopping) {
+      timer.expires_after(tick);
+      co_await timer.async_wait(asio::use_awaitable);
+      const auto now = clock::now();
+      if (!service.idle() || server->open_connections() > 0) {
+        quiet_since = now;
+        continue;
+      }
+      quiet_since = std::max(quiet_since, server->last_activity());
+      if (now - quiet_since >= idle_limit && !stopping) {
+        spdlog::info("nothing used this daemon for {} s; stopping (--idle-exit)", cfg->idle_exit_s);
+        stop(0);
+      }
+    }
+  };
+
   asio::co_spawn(
       ioc,
       [&]() -> asio::awaitable<void> {
@@ -209,6 +239,10 @@ int main(int argc, char** argv) {
                      cfg->max_ttl_s);
         if (cfg->allow_host_network) {
           spdlog::warn("--allow-host-network: sandboxes may share this host's network, loopback services included");
+        }
+        if (cfg->idle_exit_s > 0) {
+          spdlog::info("stopping after {} s with no lease, fixture or connection (--idle-exit)", cfg->idle_exit_s);
+          asio::co_spawn(ioc, idle_watch(), asio::detached);
         }
         co_await server->run();
       },

@@ -107,25 +107,55 @@ void from_toml(const toml::table& t, const char* key, CLI::App& app, const char*
 
 }  // namespace
 
-std::string read_token_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("--token-file {}: cannot be read; check the path and its permissions", path));
-  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+std::string checked_token(std::string token, const std::string& source) {
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) {
     token.pop_back();
   }
   if (token.empty()) {
-    throw std::runtime_error(fmt::format("--token-file {} is empty; put a long random token in it, e.g. "
-                                         "head -c 32 /dev/urandom | base64 > {}", path, path));
+    throw std::runtime_error(fmt::format("{} is empty; put a long random token in it, e.g. from "
+                                         "head -c 32 /dev/urandom | base64", source));
   }
-  if (token.size() > 4096) throw std::runtime_error(fmt::format("--token-file {}: the token is over 4096 bytes", path));
+  if (token.size() > 4096) throw std::runtime_error(fmt::format("{}: the token is over 4096 bytes", source));
   for (char ch : token) {
     if (ch < 0x21 || ch > 0x7e) {
-      throw std::runtime_error(fmt::format("--token-file {}: the token may only hold printable ASCII without spaces "
-                                           "(it travels in an HTTP header)", path));
+      throw std::runtime_error(fmt::format("{}: the token may only hold printable ASCII without spaces "
+                                           "(it travels in an HTTP header)", source));
     }
   }
   return token;
+}
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(fmt::format("--token-file {}: cannot be read; check the path and its permissions", path));
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return checked_token(std::move(token), fmt::format("--token-file {}", path));
+}
+
+int parse_duration_s(const std::string& text, const std::string& what) {
+  const auto bad = [&] {
+    return std::runtime_error(fmt::format("{} '{}' is not a duration; give seconds (600 or 600s), minutes (10m) or "
+                                          "hours (1h), or 0 for never",
+                                          what, text));
+  };
+  long long n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc{} || end == text.data() || n < 0) throw bad();
+  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+  long long scale = 0;
+  if (unit.empty() || unit == "s") {
+    scale = 1;
+  } else if (unit == "m") {
+    scale = 60;
+  } else if (unit == "h") {
+    scale = 3600;
+  } else {
+    throw bad();
+  }
+  if (n > 7 * 24 * 3600 / scale) {
+    throw std::runtime_error(fmt::format("{} '{}' is over a week; give at most 168h", what, text));
+  }
+  return static_cast<int>(n * scale);
 }
 
 std::string host_name() {
@@ -172,7 +202,10 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                  "it from this host's CPUs and memory (logged at start; docs/sizing.md)")
       ->type_name("N|auto")
       ->check(CLI::Validator([](std::string& v) { return slots_problem(v); }, ""));
-  app.add_option("--listen", c.listen, "HOST:PORT for the HTTP API; beyond loopback only with --token-file");
+  app.add_option("--listen", c.listen,
+                 "HOST:PORT for the HTTP API (default 127.0.0.1:7345; in the container image 0.0.0.0:7345, which "
+                 "needs a token); beyond loopback only with --token-file or SANDLOT_TOKEN")
+      ->type_name("HOST:PORT");
   app.add_option("--token-file", c.token_file,
                  "File holding a bearer token: every request but /healthz must send Authorization: Bearer "
                  "<token> (clients: SANDLOT_TOKEN)");
@@ -241,6 +274,15 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--log-format", c.log_format,
+                 "text: one line per event, UTC time, level, message; json: one JSON object per line "
+                 "(time, level, msg) for log collectors")
+      ->check(CLI::IsMember({"text", "json"}));
+  std::string idle_exit_text = "0";
+  app.add_option("--idle-exit", idle_exit_text,
+                 "Stop by itself after this long with no lease, fixture or connection (e.g. 10m, 600s; 0: never). "
+                 "The daemon a client starts on demand runs with 10m")
+      ->type_name("DURATION");
   // Every setting also from the environment, SANDLOT_ and the flag's name (--max-pulls:
   // SANDLOT_MAX_PULLS), as a service container takes its settings: flags win over the environment,
   // the environment over the file. Lists take commas (SANDLOT_PREPULL=a:1,b:2).
@@ -260,6 +302,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     throw std::runtime_error(fmt::format("{}; run orchestratord --help", e.what()));
   }
+  c.idle_exit_s = parse_duration_s(idle_exit_text, "--idle-exit");
   if (slots_text == "auto") {
     c.slots_auto = true;
   } else {
@@ -286,6 +329,12 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
     from_toml(t, "instance", app, "--instance", c.instance);
     from_toml(t, "log_level", app, "--log-level", c.log_level);
+    from_toml(t, "log_format", app, "--log-format", c.log_format);
+    if (app.count("--idle-exit") == 0 && t["idle_exit"]) {
+      auto v = t["idle_exit"].value<std::string>();
+      if (!v) throw std::runtime_error(fmt::format("config file {}: 'idle_exit' must be a string such as \"10m\"", c.config_file));
+      c.idle_exit_s = parse_duration_s(*v, fmt::format("config file {}: 'idle_exit'", c.config_file));
+    }
     from_toml(t, "token_file", app, "--token-file", c.token_file);
     from_toml(t, "allow_hosts", app, "--allow-host", c.allow_hosts);
     from_toml(t, "allow_origins", app, "--allow-origin", c.allow_origins);
@@ -326,6 +375,10 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
       throw std::runtime_error(fmt::format("config file {}: 'max_output_bytes' must be between 1024 and {}",
                                            c.config_file, std::int64_t{8} << 20));
     }
+    if (c.log_format != "text" && c.log_format != "json") {
+      throw std::runtime_error(fmt::format("config file {}: 'log_format' is '{}' but must be text or json",
+                                           c.config_file, c.log_format));
+    }
     static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
     if (levels.count(c.log_level) == 0) {
       throw std::runtime_error(fmt::format("config file {}: 'log_level' is '{}' but must be one of trace, "
@@ -333,11 +386,32 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                                            c.config_file, c.log_level));
     }
   }
+  if (!c.token_file.empty()) {
+    c.token = read_token_file(c.token_file);
+  } else if (const char* env = std::getenv("SANDLOT_TOKEN"); env != nullptr && *env != '\0') {
+    // The clients' variable: a service container gets its token as a secret in the environment.
+    c.token = checked_token(env, "SANDLOT_TOKEN");
+  }
+  if (c.listen.empty()) {
+    // The container image sets SANDLOT_IN_CONTAINER: there the job reaches the daemon through a
+    // published port, so it must listen on every address of the container, and that needs a token.
+    const char* in_container = std::getenv("SANDLOT_IN_CONTAINER");
+    if (in_container != nullptr && std::string_view(in_container) == "1") {
+      if (c.token.empty()) {
+        throw std::runtime_error(
+            "in the container orchestratord listens on 0.0.0.0:7345 so that jobs reach it through a published "
+            "port, and beyond loopback it needs a token: set SANDLOT_TOKEN (a secret) or SANDLOT_TOKEN_FILE (a "
+            "mounted file); or run the container with --network host and SANDLOT_LISTEN=127.0.0.1:7345 (docs/ci.md)");
+      }
+      c.listen = "0.0.0.0:7345";
+    } else {
+      c.listen = "127.0.0.1:7345";
+    }
+  }
   split_listen(c);
-  if (!c.token_file.empty()) c.token = read_token_file(c.token_file);
   if (!is_loopback(c.listen_host) && c.token.empty()) {
     throw std::runtime_error(fmt::format(
-        "--listen {} is not a loopback address; beyond loopback orchestratord needs --token-file, since "
+        "--listen {} is not a loopback address; beyond loopback orchestratord needs --token-file (or SANDLOT_TOKEN), since "
         "anyone reaching the port could start containers on this host",
         c.listen));
   }

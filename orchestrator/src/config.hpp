@@ -15,7 +15,7 @@ struct daemon_config {
   int slots = 4;            // with --slots auto: the number derived from the host
   bool slots_auto = false;  // --slots auto (or slots = "auto" in the file)
   std::string slots_explanation;  // with slots_auto: how the number was derived, for the log
-  std::string listen = "127.0.0.1:7345";
+  std::string listen;  // empty until parsed: 127.0.0.1:7345, or 0.0.0.0:7345 in the container image
   std::string docker_host;  // empty: DOCKER_HOST or the local socket
   std::vector<std::string> prepull;
   std::vector<std::string> allow_registries;
@@ -26,9 +26,11 @@ struct daemon_config {
   int pull_deadline_s = 600;
   std::string instance;  // empty: derived from --listen
   std::string log_level = "info";
+  std::string log_format = "text";  // text: one line per event; json: one JSON object per line
+  int idle_exit_s = 0;              // --idle-exit: stop after this long with nothing in use; 0 never
   std::string config_file;
   std::string token_file;  // --token-file: every request but /healthz needs its bearer token
-  std::string token;       // read from token_file; never logged
+  std::string token;       // read from token_file, or SANDLOT_TOKEN; never logged
 
   std::vector<std::string> allow_hosts;    // --allow-host, and SANDLOT_ALLOW_HOSTS (comma-separated)
   std::vector<std::string> allow_origins;  // --allow-origin
@@ -61,6 +63,14 @@ std::optional<daemon_config> parse_config(int argc, char** argv);
 /// The bearer token in `path`: its content without trailing whitespace. Throws std::runtime_error
 /// saying what to fix when it cannot be read, is empty, or has characters a header cannot carry.
 std::string read_token_file(const std::string& path);
+
+/// `text` as a bearer token, or throws std::runtime_error naming `source` and what to fix: empty,
+/// over 4096 bytes, or holding characters an HTTP header cannot carry.
+std::string checked_token(std::string text, const std::string& source);
+
+/// Seconds in a duration such as 600, 600s, 10m, 1h or 0 (off). Throws std::runtime_error saying
+/// what is accepted.
+int parse_duration_s(const std::string& text, const std::string& what);
 
 /// This machine's (or container's) host name.
 std::string host_name();

@@ -840,6 +840,17 @@ protocol::lease_view lease_service::view(const lease& l) const {
   return v;
 }
 
+bool lease_service::idle() const {
+  if (fixture_builds_ > 0) return false;
+  for (const auto& [id, l] : leases_) {
+    if (!protocol::is_final(l->state)) return false;
+  }
+  for (const auto& [id, f] : fixtures_) {
+    if (f->state != "gone") return false;
+  }
+  return true;
+}
+
 protocol::status_view lease_service::status() const {
   protocol::status_view s;
   s.instance = opts_.instance;

@@ -115,6 +115,9 @@ class lease_service {
   boost::asio::awaitable<run_timeline> end_run(const std::string& id);
 
   protocol::status_view status() const;
+  /// True when nothing is in use: no lease queued, starting or held, no fixture alive and no
+  /// fixture being built. --idle-exit stops the daemon only then.
+  bool idle() const;
   std::string metrics_text() const;
 
  private:

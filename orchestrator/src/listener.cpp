@@ -66,6 +66,7 @@ asio::awaitable<void> listener::run() {
       continue;
     }
     pause = std::chrono::milliseconds(10);
+    last_activity_ = std::chrono::steady_clock::now();
     auto ex = socket.get_executor();
     if (counts_.active < limits_.max_connections) {
       ++counts_.active;
@@ -74,8 +75,12 @@ asio::awaitable<void> listener::run() {
           [this, s = std::move(socket)]() mutable -> asio::awaitable<void> {
             struct done {
               int& n;
-              ~done() { --n; }
-            } guard{counts_.active};
+              std::chrono::steady_clock::time_point& last;
+              ~done() {
+                --n;
+                last = std::chrono::steady_clock::now();
+              }
+            } guard{counts_.active, last_activity_};
             co_await http_session(std::move(s), router_, limits_);
           },
           asio::detached);

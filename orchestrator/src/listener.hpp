@@ -44,6 +44,10 @@ class listener {
   /// Stops accepting; sessions in flight finish their current request.
   void stop();
   boost::asio::ip::tcp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
+  /// Connections open now (served or in triage).
+  int open_connections() const { return counts_.active + counts_.triage; }
+  /// When the last connection was accepted or closed.
+  std::chrono::steady_clock::time_point last_activity() const { return last_activity_; }
 
  private:
   boost::asio::awaitable<void> triage(boost::asio::ip::tcp::socket socket);
@@ -54,6 +58,7 @@ class listener {
   router& router_;
   session_limits limits_;
   connection_counts counts_;
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_accept_log_{};
   std::uint64_t unlogged_accept_failures_ = 0;
 };
@@ -74,8 +79,12 @@ http_response overloaded_response(const session_limits& limits);
 /// command is killed), so a dead client does not keep its lease alive.
 boost::asio::awaitable<void> http_session(boost::asio::ip::tcp::socket socket, router& r, session_limits limits);
 
-/// Completes when the peer of `socket` has closed (or reset) the connection. Data sent meanwhile
-/// (a pipelined request) is left unread, and the watch then lasts until cancelled.
+/// How long after a peer's FIN an answer may still win: the FIN may be a half-close.
+inline constexpr std::chrono::milliseconds peer_close_grace{250};
+
+/// Completes when the peer of `socket` has reset the connection, or `peer_close_grace` after it
+/// closed its side. Data sent meanwhile (a pipelined request) is left unread, and the watch then
+/// lasts until cancelled.
 boost::asio::awaitable<void> peer_closed(boost::asio::ip::tcp::socket& socket);
 
 }  // namespace sandlot::orchestrator

@@ -32,6 +32,18 @@ daemon_config parse(std::initializer_list<std::string> args) {
   return *cfg;
 }
 
+/// Environment variables set for one test and unset when it ends.
+struct env_guard {
+  std::vector<std::string> names;
+  void set(const std::string& name, const std::string& value) {
+    ::setenv(name.c_str(), value.c_str(), 1);
+    names.push_back(name);
+  }
+  ~env_guard() {
+    for (const auto& n : names) ::unsetenv(n.c_str());
+  }
+};
+
 /// A config file under the temp directory, removed when the test ends. The pid keeps parallel
 /// test processes apart.
 class temp_toml {
@@ -292,16 +304,7 @@ TEST_CASE("an empty histogram renders zero buckets", "[metrics]") {
 }
 
 TEST_CASE("every setting also comes from a SANDLOT_ variable: flags win over it, it wins over the file", "[config]") {
-  struct env_guard {
-    std::vector<std::string> names;
-    void set(const std::string& name, const std::string& value) {
-      ::setenv(name.c_str(), value.c_str(), 1);
-      names.push_back(name);
-    }
-    ~env_guard() {
-      for (const auto& n : names) ::unsetenv(n.c_str());
-    }
-  } env;
+  env_guard env;
   env.set("SANDLOT_SLOTS", "7");
   env.set("SANDLOT_PREPULL", "127.0.0.1:5000/a:1,127.0.0.1:5000/b:2");
   env.set("SANDLOT_MAX_PULLS", "3");
@@ -321,4 +324,56 @@ TEST_CASE("every setting also comes from a SANDLOT_ variable: flags win over it,
   CHECK(both.read_timeout_s == 11);   // what the environment does not set comes from the file
   env.set("SANDLOT_SLOTS", "many");
   CHECK_THROWS_WITH(parse({}), Catch::Contains("many"));
+}
+
+TEST_CASE("idle exit takes seconds minutes or hours and is off by default", "[config]") {
+  CHECK(parse({}).idle_exit_s == 0);
+  CHECK(parse({"--idle-exit", "10m"}).idle_exit_s == 600);
+  CHECK(parse({"--idle-exit", "45s"}).idle_exit_s == 45);
+  CHECK(parse({"--idle-exit", "90"}).idle_exit_s == 90);
+  CHECK(parse({"--idle-exit", "2h"}).idle_exit_s == 7200);
+  CHECK_THROWS_WITH(parse({"--idle-exit", "ten"}), Catch::Contains("10m"));
+  CHECK_THROWS_WITH(parse({"--idle-exit", "5d"}), Catch::Contains("not a duration"));
+  CHECK_THROWS_WITH(parse({"--idle-exit", "-5"}), Catch::Contains("not a duration"));
+  env_guard env;
+  env.set("SANDLOT_IDLE_EXIT", "5s");
+  CHECK(parse({}).idle_exit_s == 5);
+  CHECK(parse({"--idle-exit", "1m"}).idle_exit_s == 60);  // the flag wins
+  temp_toml file("idle", "idle_exit = \"3m\"\n");
+  CHECK(parse({"--config", file.path()}).idle_exit_s == 5);  // the environment wins over the file
+}
+
+TEST_CASE("the log format is text or json", "[config]") {
+  CHECK(parse({}).log_format == "text");
+  CHECK(parse({"--log-format", "json"}).log_format == "json");
+  CHECK_THROWS_WITH(parse({"--log-format", "xml"}), Catch::Contains("xml"));
+  temp_toml file("log-format", "log_format = \"yaml\"\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("text or json"));
+}
+
+TEST_CASE("the daemon takes its token from SANDLOT_TOKEN when no token file is given", "[config][auth]") {
+  env_guard env;
+  env.set("SANDLOT_TOKEN", "from-the-environment\n");
+  const auto c = parse({"--listen", "0.0.0.0:7345"});
+  CHECK(c.token == "from-the-environment");
+  temp_toml token("token-wins", "from-the-file\n");
+  CHECK(parse({"--token-file", token.path()}).token == "from-the-file");
+  env.set("SANDLOT_TOKEN", "two words");
+  CHECK_THROWS_WITH(parse({}), Catch::Contains("SANDLOT_TOKEN") && Catch::Contains("printable ASCII"));
+}
+
+TEST_CASE("in the container image the default listen is every address, and only with a token", "[config][auth]") {
+  CHECK(parse({}).listen == "127.0.0.1:7345");
+  env_guard env;
+  env.set("SANDLOT_IN_CONTAINER", "1");
+  CHECK_THROWS_WITH(parse({}), Catch::Contains("SANDLOT_TOKEN") && Catch::Contains("--network host"));
+  // An explicit loopback address needs no token (the host-network way).
+  CHECK(parse({"--listen", "127.0.0.1:7400"}).listen_port == 7400);
+  env.set("SANDLOT_LISTEN", "127.0.0.1:7401");
+  CHECK(parse({}).listen_port == 7401);
+  ::unsetenv("SANDLOT_LISTEN");
+  env.set("SANDLOT_TOKEN", "s3cret");
+  const auto c = parse({});
+  CHECK(c.listen_host == "0.0.0.0");
+  CHECK(c.listen_port == 7345);
 }
