@@ -52,7 +52,14 @@ asio::awaitable<void> peer_closed(asio::ip::tcp::socket& socket) {
     co_await socket.async_wait(asio::ip::tcp::socket::wait_read, asio::use_awaitable);
     char byte = 0;
     const auto n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) co_return;  // orderly close
+    if (n == 0) {
+      // An orderly close, or only a half-close: an HTTP/1.0 client such as busybox nc may end its
+      // side after the request and still read the answer. A grace period lets a request that is
+      // answered at once (a health check) win the race; a long-poll or exec is abandoned after it.
+      asio::steady_timer grace(socket.get_executor(), peer_close_grace);
+      co_await grace.async_wait(asio::use_awaitable);
+      co_return;
+    }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
       co_return;  // reset or another error: nobody is there to answer

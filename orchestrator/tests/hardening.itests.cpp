@@ -65,6 +65,8 @@ class raw_socket {
   ~raw_socket() { ::close(fd_); }
   bool connected() const { return connected_; }
   void send(const std::string& bytes) const { (void)!::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL); }
+  /// Ends our side of the connection and keeps reading, as an HTTP/1.0 client like `nc` may.
+  void half_close() const { ::shutdown(fd_, SHUT_WR); }
   /// Everything until the daemon closes (or 10 s pass).
   std::string read_all() const {
     std::string out;
@@ -320,6 +322,38 @@ TEST_CASE("a client that leaves mid-exec or mid-long-poll gives its lease back t
   CHECK(std::chrono::steady_clock::now() - poll_left < 10s);
   const auto why = c.get(queued.id);
   CHECK(why.state == lease_state::expired);
+  c.release(holder.id);
+}
+
+TEST_CASE("a client that half-closes after its request still gets the answer", "[hardening][clients]") {
+  // busybox nc ends its side once the request is sent; a health check from a sandbox does that.
+  // The daemon's watch for departed clients must not take that for a client that left.
+  const engine_probe engine;
+  const std::string instance = unique_instance("halfclose");
+  leftover_guard cleanup(engine, instance);
+  daemon_process d(instance, 1);
+  int answered = 0;
+  for (int i = 0; i < 40; ++i) {
+    raw_socket s(d.port());
+    REQUIRE(s.connected());
+    s.send("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    s.half_close();
+    const std::string raw = s.read_all();
+    if (raw.rfind("HTTP/1.0 200", 0) == 0 || raw.rfind("HTTP/1.1 200", 0) == 0) ++answered;
+  }
+  CHECK(answered == 40);
+  // A long-poll whose client closes its side is still given up, a grace period later.
+  const client::client c(d.url());
+  const auto holder = c.create(lease_of(test_image(), "holder", /*ttl_s=*/60));
+  REQUIRE(wait_settled(c, holder.id).state == lease_state::ready);
+  const auto queued = c.create(lease_of(test_image(), "queued", /*ttl_s=*/60));
+  raw_socket s(d.port());
+  s.send(fmt::format("GET /v1/leases/{}?wait_s=30 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", queued.id));
+  s.half_close();
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(s.read_all().empty());  // closed without an answer, not after 30 s
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  c.release(queued.id);
   c.release(holder.id);
 }
 
