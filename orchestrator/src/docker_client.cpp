@@ -25,6 +25,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace sandlot::orchestrator {
 
@@ -530,7 +531,16 @@ asio::awaitable<void> docker_client::kill_exec(const std::string& exec_id, const
     return container_id.size() >= 12 &&
            read_file(fmt::format("/proc/{}/cgroup", p)).find(container_id) != std::string::npos;
   };
-  if (!in_container(pid)) co_return;
+  if (!in_container(pid)) {
+    if (!warned_pid_namespace_) {
+      warned_pid_namespace_ = true;
+      spdlog::warn("cannot stop the timed-out command of exec {}: the engine's pid {} for it is not visible here, so "
+                   "this daemon runs in another pid namespace than the engine (in a container: run it with --pid "
+                   "host, docs/ci.md); such commands run on until their sandbox is removed",
+                   exec_id.substr(0, 12), pid);
+    }
+    co_return;
+  }
   // The command and everything it started (sh -c "sleep 30" leaves a sleep behind otherwise).
   std::vector<int> tree{pid};
   for (std::size_t i = 0; i < tree.size() && tree.size() < 4096; ++i) {

@@ -127,6 +127,7 @@ class docker_client {
  private:
   std::string versioned(const std::string& target) const;
   boost::asio::awaitable<void> kill_exec(const std::string& exec_id, const std::string& container_id);
+  bool warned_pid_namespace_ = false;  // said once that exec pids are not visible from here
 
   boost::asio::any_io_executor ex_;
   engine_address addr_;
