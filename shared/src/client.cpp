@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include "autostart.hpp"
 #include "http_client.hpp"
 
 namespace sandlot::client {
@@ -69,6 +70,25 @@ std::string lease_target(const std::string& id, std::string_view suffix = {}) {
   return fmt::format("{}/leases/{}{}", protocol::api_prefix, detail::escape_path_segment(id), suffix);
 }
 
+// What a call that got no HTTP answer throws: the hint fits the way it failed.
+error transport_failure(std::string_view method, const std::string& full_url, const std::string& base_url,
+                        const detail::transport_error& e, seconds timeout) {
+  switch (e.which()) {
+    case detail::transport_error::kind::refused:
+      return error(std::string(method), full_url, 0, "unreachable",
+                   fmt::format("no orchestratord answered at {} ({}); start one with "
+                               "`orchestratord --slots N` or point SANDLOT_URL at a running one",
+                               base_url, e.what()));
+    case detail::transport_error::kind::timeout:
+      return error(std::string(method), full_url, 0, "timeout",
+                   fmt::format("orchestratord at {} did not answer within {} s ({})", base_url, timeout.count(),
+                               e.what()));
+    case detail::transport_error::kind::failed:
+      break;
+  }
+  return error(std::string(method), full_url, 0, "transport_error", e.what());
+}
+
 }  // namespace
 
 // --- error ------------------------------------------------------------------------------------
@@ -119,6 +139,11 @@ client::client() : client(options{}) {}
 client::client(std::string url) : client(options{.url = std::move(url)}) {}
 
 client::client(options opts) : opts_(std::move(opts)) {
+  // A URL the caller chose is where they want to go: a daemon started at the default one would
+  // not help, and `orchestratord health` must report a missing daemon, not start one.
+  const bool url_given = !opts_.url.empty();
+  if (!url_given) opts_.url = url_from_env();
+  autostart_ = detail::autostart_allowed(url_given, std::getenv("SANDLOT_URL"), std::getenv("SANDLOT_AUTOSTART"));
   // Reject a bad SANDLOT_URL here, once, rather than on every call.
   try {
     detail::parse_url(opts_.url);
@@ -130,27 +155,25 @@ client::client(options opts) : opts_(std::move(opts)) {
 client::response client::request(std::string_view method, std::string_view target, std::string_view body,
                                  seconds extra_timeout, std::string_view content_type) const {
   std::string full_url = join_url(opts_.url, target);
-  try {
-    detail::http_client http(opts_.url, opts_.token);
-    auto res = http.send(method, target, body, opts_.request_timeout + extra_timeout, content_type);
-    return response{res.status, std::move(res.body)};
-  } catch (const std::invalid_argument& e) {
-    throw error(std::string(method), full_url, 0, "bad_url", e.what());
-  } catch (const detail::transport_error& e) {
-    switch (e.which()) {
-      case detail::transport_error::kind::refused:
-        throw error(std::string(method), full_url, 0, "unreachable",
-                    fmt::format("no orchestratord answered at {} ({}); start one with "
-                                "`orchestratord --slots N` or point SANDLOT_URL at a running one",
-                                opts_.url, e.what()));
-      case detail::transport_error::kind::timeout:
-        throw error(std::string(method), full_url, 0, "timeout",
-                    fmt::format("orchestratord at {} did not answer within {} s ({})", opts_.url,
-                                (opts_.request_timeout + extra_timeout).count(), e.what()));
-      case detail::transport_error::kind::failed:
-        break;
+  for (bool first_try = true;; first_try = false) {
+    try {
+      detail::http_client http(opts_.url, opts_.token);
+      auto res = http.send(method, target, body, opts_.request_timeout + extra_timeout, content_type);
+      return response{res.status, std::move(res.body)};
+    } catch (const std::invalid_argument& e) {
+      throw error(std::string(method), full_url, 0, "bad_url", e.what());
+    } catch (const detail::transport_error& e) {
+      const bool start_one = autostart_ && first_try && e.which() == detail::transport_error::kind::refused;
+      if (!start_one) throw transport_failure(method, full_url, opts_.url, e, opts_.request_timeout + extra_timeout);
     }
-    throw error(std::string(method), full_url, 0, "transport_error", e.what());
+    // Nothing listens at the default URL: start a daemon (docs/consuming.md), then send once more.
+    // The connection was refused, so the request reached nobody and sending it again repeats nothing.
+    try {
+      detail::ensure_daemon(opts_.url, opts_.token);
+    } catch (const std::exception& e) {
+      throw error(std::string(method), full_url, 0, "unreachable",
+                  fmt::format("no orchestratord answered at {}, and starting one failed: {}", opts_.url, e.what()));
+    }
   }
 }
 

@@ -1,9 +1,12 @@
 // The synchronous Sandlot client: lease a sandbox from orchestratord, run commands in it, release it.
 //
-//   sandlot::client::client c;                       // SANDLOT_URL or http://127.0.0.1:7345
+//   sandlot::client::client c;                       // SANDLOT_URL, or http://127.0.0.1:7345
 //   auto lease = sandlot::client::lease::acquire(c, {.image = "127.0.0.1:5000/sandlot/busybox:1"});
 //   auto r = lease.exec({"echo", "hi"});              // r.exit_code, r.stdout_data, r.stderr_data
 //   // ~lease releases the sandbox; a background thread heartbeats until then.
+//
+// A client left at the default URL starts orchestratord itself when none answers there, for tests
+// run by hand; SANDLOT_AUTOSTART=0 (what CI sets) turns that off (docs/consuming.md).
 #pragma once
 
 #include <atomic>
@@ -53,7 +56,10 @@ std::string token_from_env();
 std::string run_from_env();
 
 struct options {
-  std::string url = url_from_env();
+  /// Empty: SANDLOT_URL, or http://127.0.0.1:7345. Only with neither (no URL here, SANDLOT_URL
+  /// unset) does a client start orchestratord itself when nothing answers, unless
+  /// SANDLOT_AUTOSTART=0 (docs/consuming.md, "Tests run by hand").
+  std::string url;
   std::string token = token_from_env();
   std::chrono::seconds request_timeout{120};  // per call, on top of any long-poll wait
 };
@@ -115,13 +121,15 @@ class client {
                    std::string_view content_type = "application/json") const;
 
   const std::string& url() const noexcept { return opts_.url; }
-  /// A copy of this client whose calls give up after `timeout` (plus any long-poll wait).
+  /// A copy of this client whose calls give up after `timeout` (plus any long-poll wait). It never
+  /// starts a daemon: that may take longer than the timeout.
   client with_timeout(std::chrono::seconds timeout) const;
 
  private:
   nlohmann::json call(std::string_view method, const std::string& target, std::string_view body,
                       int expect_status, std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
   options opts_;
+  bool autostart_ = false;  // a refused connection starts a daemon (see the constructor)
 };
 
 /// A once-per-run fixture held by a lease (the hold ends with the lease).
