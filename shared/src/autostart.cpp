@@ -211,7 +211,7 @@ void start_daemon(const std::string& url, const std::function<bool()>& answers) 
                                                 this_library_file(), env_or_empty("PATH")},
                                   is_executable_file);
   // Loopback only: --listen beats any SANDLOT_LISTEN the user's environment holds.
-  req.args = {"--slots", "auto", "--listen", std::string(autostart_listen)};
+  req.args = {"--listen", std::string(autostart_listen)};
   req.env = daemon_environment(current_environment());
   auto [log, offset] =
       prepare_log(log_dirs(std::getenv("XDG_STATE_HOME"), std::getenv("HOME"), run_dir), req);
@@ -333,15 +333,15 @@ std::string env_value(const std::vector<std::string>& env, std::string_view name
 }
 
 std::vector<std::string> daemon_environment(const std::vector<std::string>& env) {
-  constexpr std::string_view name = "SANDLOT_IDLE_EXIT";
-  if (!env_value(env, name).empty()) return env;
-  // Unset or empty (which the daemon reads as unset): the default, without a duplicate entry.
-  std::vector<std::string> out;
-  out.reserve(env.size() + 1);
-  for (const auto& entry : env) {
-    if (entry.compare(0, name.size() + 1, fmt::format("{}=", name)) != 0) out.push_back(entry);
+  std::vector<std::string> out = env;
+  for (const auto& [name, value] : {std::pair{std::string_view("SANDLOT_SLOTS"), default_slots},
+                                    std::pair{std::string_view("SANDLOT_IDLE_EXIT"), default_idle_exit}}) {
+    if (!env_value(out, name).empty()) continue;
+    // Unset or empty (which the daemon reads as unset): the default, without a duplicate entry.
+    const std::string prefix = fmt::format("{}=", name);
+    std::erase_if(out, [&](const std::string& entry) { return entry.compare(0, prefix.size(), prefix) == 0; });
+    out.push_back(fmt::format("{}{}", prefix, value));
   }
-  out.push_back(fmt::format("{}={}", name, default_idle_exit));
   return out;
 }
 

@@ -35,6 +35,8 @@ namespace sandlot::client::detail {
 inline constexpr std::string_view autostart_listen = "127.0.0.1:7345";
 /// How long an autostarted daemon stays without leases, unless SANDLOT_IDLE_EXIT says otherwise.
 inline constexpr std::string_view default_idle_exit = "10m";
+/// The budget of an autostarted daemon unless SANDLOT_SLOTS says otherwise: derived from the host.
+inline constexpr std::string_view default_slots = "auto";
 /// How long a started daemon has to answer /healthz.
 inline constexpr std::chrono::seconds autostart_wait{30};
 
@@ -65,9 +67,9 @@ std::string runtime_dir(const char* xdg_runtime_dir, uid_t uid);
 std::vector<std::string> log_dirs(const char* xdg_state_home, const char* home,
                                   const std::string& runtime_dir);
 
-/// The daemon's environment: `env` (NAME=VALUE entries) plus SANDLOT_IDLE_EXIT=10m when it is not
-/// set, so the user's own value wins. The idle exit travels in the environment, not as a flag,
-/// because orchestratord's flags beat its environment.
+/// The daemon's environment: `env` (NAME=VALUE entries) plus SANDLOT_SLOTS=auto and
+/// SANDLOT_IDLE_EXIT=10m where they are not set, so the user's own values win. They travel in the
+/// environment, not as flags, because orchestratord's flags beat its environment.
 std::vector<std::string> daemon_environment(const std::vector<std::string>& env);
 /// The value of `name` in `env` (NAME=VALUE entries), or empty.
 std::string env_value(const std::vector<std::string>& env, std::string_view name);

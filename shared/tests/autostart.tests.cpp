@@ -232,20 +232,22 @@ TEST_CASE(
   CHECK(log_dirs(nullptr, "/", rt) == std::vector<std::string>{"/.local/state/sandlot", rt});
 }
 
-TEST_CASE("the daemon's idle exit comes through its environment, and the user's own value wins",
+TEST_CASE("the daemon's slots and idle exit come through its environment, and the user's own values win",
           "[autostart]") {
   const std::vector<std::string> plain{"PATH=/usr/bin", "HOME=/home/me"};
   const auto with_default = daemon_environment(plain);
-  CHECK(with_default ==
-        std::vector<std::string>{"PATH=/usr/bin", "HOME=/home/me", "SANDLOT_IDLE_EXIT=10m"});
+  CHECK(with_default == std::vector<std::string>{"PATH=/usr/bin", "HOME=/home/me", "SANDLOT_SLOTS=auto",
+                                                 "SANDLOT_IDLE_EXIT=10m"});
 
-  const std::vector<std::string> users{"SANDLOT_IDLE_EXIT=2h", "PATH=/usr/bin"};
+  const std::vector<std::string> users{"SANDLOT_IDLE_EXIT=2h", "SANDLOT_SLOTS=3", "PATH=/usr/bin"};
   CHECK(daemon_environment(users) == users);
   CHECK(env_value(daemon_environment(users), "SANDLOT_IDLE_EXIT") == "2h");
+  CHECK(env_value(daemon_environment(users), "SANDLOT_SLOTS") == "3");
 
   // Empty counts as unset (as the daemon reads it): replaced, not duplicated.
-  const auto from_empty = daemon_environment({"SANDLOT_IDLE_EXIT=", "PATH=/usr/bin"});
-  CHECK(from_empty == std::vector<std::string>{"PATH=/usr/bin", "SANDLOT_IDLE_EXIT=10m"});
+  const auto from_empty = daemon_environment({"SANDLOT_IDLE_EXIT=", "PATH=/usr/bin", "SANDLOT_SLOTS="});
+  CHECK(from_empty ==
+        std::vector<std::string>{"PATH=/usr/bin", "SANDLOT_SLOTS=auto", "SANDLOT_IDLE_EXIT=10m"});
   // A longer name with the same start is another variable.
   CHECK(env_value({"SANDLOT_IDLE_EXIT_X=1"}, "SANDLOT_IDLE_EXIT").empty());
 }
