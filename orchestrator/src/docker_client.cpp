@@ -2,6 +2,8 @@
 
 #include "image_ref.hpp"
 
+#include <sandlot/protocol.hpp>
+
 #include <algorithm>
 #include <csignal>
 #include <fstream>
@@ -39,19 +41,6 @@ using clock = std::chrono::steady_clock;
 namespace {
 
 using engine_stream = beast::basic_stream<asio::generic::stream_protocol>;
-
-std::string url_encode(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += fmt::format("%{:02X}", c);
-    }
-  }
-  return out;
-}
 
 /// The engine's {"message": ...} or the raw body.
 std::string engine_message(const std::string& body) {
@@ -285,7 +274,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
   const std::string repo = parsed.name();
   const std::string tag = parsed.digest.empty() ? parsed.tag : parsed.digest;
   const std::string target =
-      fmt::format("/images/create?fromImage={}&tag={}", url_encode(repo), url_encode(tag));
+      fmt::format("/images/create?fromImage={}&tag={}", protocol::percent_encode(repo), protocol::percent_encode(tag));
 
   auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(until(deadline), 10s));
   std::string body;
@@ -336,7 +325,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
 }
 
 asio::awaitable<std::string> docker_client::create_container(const std::string& name, const json& spec) {
-  auto res = co_await call(http::verb::post, "/containers/create?name=" + url_encode(name), spec, 60s);
+  auto res = co_await call(http::verb::post, "/containers/create?name=" + protocol::percent_encode(name), spec, 60s);
   if (res.status != 201) throw engine_error(res.status, engine_message(res.body));
   auto j = res.json();
   if (!j.is_object() || !j.contains("Id")) throw engine_error(res.status, "create answered without an Id");
@@ -355,13 +344,13 @@ asio::awaitable<json> docker_client::inspect_container(const std::string& id) {
 }
 
 asio::awaitable<void> docker_client::put_archive(const std::string& id, const std::string& dir, std::string tar) {
-  auto res = co_await call_bytes(http::verb::put, "/containers/" + id + "/archive?path=" + url_encode(dir),
+  auto res = co_await call_bytes(http::verb::put, "/containers/" + id + "/archive?path=" + protocol::percent_encode(dir),
                                  std::move(tar), "application/x-tar", 60s);
   if (res.status != 200) throw engine_error(res.status, fmt::format("writing into {}: {}", dir, engine_message(res.body)));
 }
 
 asio::awaitable<std::optional<std::string>> docker_client::get_archive(const std::string& id, const std::string& path) {
-  auto res = co_await call_bytes(http::verb::get, "/containers/" + id + "/archive?path=" + url_encode(path), {}, {},
+  auto res = co_await call_bytes(http::verb::get, "/containers/" + id + "/archive?path=" + protocol::percent_encode(path), {}, {},
                                  60s);
   if (res.status == 404) co_return std::nullopt;
   if (res.status != 200) throw engine_error(res.status, fmt::format("reading {}: {}", path, engine_message(res.body)));
@@ -385,7 +374,7 @@ asio::awaitable<void> docker_client::remove_container(const std::string& id) {
 asio::awaitable<std::vector<docker_client::container_summary>> docker_client::list_containers(
     const std::vector<std::string>& labels) {
   json filters = {{"label", labels}};
-  auto res = co_await call(http::verb::get, "/containers/json?all=true&filters=" + url_encode(filters.dump()),
+  auto res = co_await call(http::verb::get, "/containers/json?all=true&filters=" + protocol::percent_encode(filters.dump()),
                            std::nullopt, 30s);
   if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
   std::vector<container_summary> out;

@@ -67,7 +67,7 @@ std::string join_url(std::string_view base, std::string_view target) {
 }
 
 std::string lease_target(const std::string& id, std::string_view suffix = {}) {
-  return fmt::format("{}/leases/{}{}", protocol::api_prefix, detail::escape_path_segment(id), suffix);
+  return fmt::format("{}/leases/{}{}", protocol::api_prefix, protocol::percent_encode(id), suffix);
 }
 
 // What a call that got no HTTP answer throws: the hint fits the way it failed.
@@ -226,31 +226,15 @@ protocol::status_view client::status() const {
   return decode<protocol::status_view>(j, "GET", join_url(opts_.url, target), 200);
 }
 
-namespace {
-
-std::string query_escape(std::string_view s) {
-  std::string out;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
-      out.push_back(ch);
-    } else {
-      out += fmt::format("%{:02X}", c);
-    }
-  }
-  return out;
-}
-
-}  // namespace
 
 void client::put_file(const std::string& id, const std::string& path, std::string_view data, unsigned mode) const {
-  const std::string target = lease_target(id, fmt::format("/files?path={}&mode={:o}", query_escape(path), mode));
+  const std::string target = lease_target(id, fmt::format("/files?path={}&mode={:o}", protocol::percent_encode(path, "/"), mode));
   response res = request("PUT", target, data, seconds{0}, "application/octet-stream");
   if (res.status != 200) throw from_response("PUT", join_url(opts_.url, target), res.status, res.body);
 }
 
 std::string client::get_file(const std::string& id, const std::string& path) const {
-  const std::string target = lease_target(id, "/files?path=" + query_escape(path));
+  const std::string target = lease_target(id, "/files?path=" + protocol::percent_encode(path, "/"));
   response res = request("GET", target);
   if (res.status != 200) throw from_response("GET", join_url(opts_.url, target), res.status, res.body);
   return std::move(res.body);

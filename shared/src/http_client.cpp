@@ -161,20 +161,6 @@ http_url parse_url(std::string_view url) {
   return out;
 }
 
-std::string escape_path_segment(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) != 0 || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(c);
-    } else {
-      out += fmt::format("%{:02X}", static_cast<unsigned>(u));
-    }
-  }
-  return out;
-}
-
 http_client::http_client(std::string_view url, std::string token)
     : url_(parse_url(url)), token_(std::move(token)) {}
 

@@ -24,8 +24,6 @@ struct http_url {
 /// orchestratord only serves plain HTTP on loopback).
 http_url parse_url(std::string_view url);
 
-/// Percent-encodes everything outside RFC 3986's unreserved set, for ids in a path segment.
-std::string escape_path_segment(std::string_view s);
 
 /// No HTTP answer arrived. `kind` tells a caller which hint to give.
 class transport_error : public std::runtime_error {

@@ -578,4 +578,23 @@ void from_json(const json& j, fixture_fail_request& v) {
   if (v.message.size() > 4096) bad_field("message", "must be at most 4096 bytes");
 }
 
+std::string percent_encode(std::string_view text, std::string_view keep) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+                            c == '_' || c == '.' || c == '~';
+    if (unreserved || (c != 0 && keep.find(ch) != std::string_view::npos)) {
+      out.push_back(ch);
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0x0f]);
+    }
+  }
+  return out;
+}
+
 }  // namespace sandlot::protocol

@@ -474,3 +474,14 @@ TEST_CASE("file paths must be plain absolute paths without traversal", "[protoco
     CHECK_THAT(e.message(), Contains("no traversal"));
   }
 }
+
+TEST_CASE("percent_encode keeps unreserved characters and encodes every other byte", "[protocol]") {
+  using sandlot::protocol::percent_encode;
+  CHECK(percent_encode("AZaz09-_.~") == "AZaz09-_.~");
+  CHECK(percent_encode("a b/c?d&e=f%") == "a%20b%2Fc%3Fd%26e%3Df%25");
+  CHECK(percent_encode("/tmp/a b", "/") == "/tmp/a%20b");
+  CHECK(percent_encode(std::string_view("\0\xff\x7f", 3)) == "%00%FF%7F");
+  CHECK(percent_encode("caf\xc3\xa9") == "caf%C3%A9");
+  CHECK(percent_encode(std::string_view("\0", 1), std::string_view("\0", 1)) == "%00");  // NUL never kept
+  CHECK(percent_encode("").empty());
+}

@@ -18,6 +18,10 @@ inline constexpr std::string_view api_prefix = "/v1";
 inline constexpr int default_port = 7345;
 inline constexpr std::string_view default_url = "http://127.0.0.1:7345";
 
+/// `text` for a URL's path segment or query value: RFC 3986's unreserved characters, and those in
+/// `keep` (e.g. "/" for a file path in a query), as they are; every other byte as %XX.
+std::string percent_encode(std::string_view text, std::string_view keep = {});
+
 // ---------------------------------------------------------------------------------------------
 // Errors: one stable code and one HTTP status per value.
 
