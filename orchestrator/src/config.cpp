@@ -105,6 +105,37 @@ void from_toml(const toml::table& t, const char* key, CLI::App& app, const char*
   }
 }
 
+// The whole-number settings with a range: one table for the flag's check and the file's, so the
+// two cannot drift apart.
+struct int_range {
+  const char* flag;
+  const char* key;  // in the TOML file
+  int daemon_config::*field;
+  int lo;
+  int hi;
+};
+constexpr std::array ranged_ints{
+    int_range{"--max-pulls", "max_pulls", &daemon_config::max_pulls, 1, 64},
+    int_range{"--max-queued-per-run", "max_queued_per_run", &daemon_config::max_queued_per_run, 1, 1000000},
+    int_range{"--read-timeout", "read_timeout_s", &daemon_config::read_timeout_s, 1, 3600},
+    int_range{"--pull-attempts", "pull_attempts", &daemon_config::pull_attempts, 1, 20},
+    int_range{"--pull-deadline", "pull_deadline_s", &daemon_config::pull_deadline_s, 1, 86400},
+    int_range{"--max-ttl", "max_ttl_s", &daemon_config::max_ttl_s, 1, 86400},
+    int_range{"--max-fixtures", "max_fixtures", &daemon_config::max_fixtures, 1, 100000},
+    int_range{"--keep-runs", "keep_runs", &daemon_config::keep_runs, 1, 100000},
+    int_range{"--max-connections", "max_connections", &daemon_config::max_connections, 4, 1000000},
+    int_range{"--engine-timeout", "engine_timeout_s", &daemon_config::engine_timeout_s, 1, 3600},
+    int_range{"--sweep-interval", "sweep_interval_s", &daemon_config::sweep_interval_s, 1, 3600},
+    int_range{"--shutdown-timeout", "shutdown_timeout_s", &daemon_config::shutdown_timeout_s, 1, 300},
+};
+
+CLI::Range range_of(std::string_view flag) {
+  for (const auto& r : ranged_ints) {
+    if (flag == r.flag) return CLI::Range(r.lo, r.hi);
+  }
+  throw std::logic_error(fmt::format("no range for {}", flag));
+}
+
 }  // namespace
 
 std::string checked_token(std::string token, const std::string& source) {
@@ -216,18 +247,18 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_option("--allow-registry", c.allow_registries,
                  "Registry HOST[:PORT] the engine may pull from besides loopback ones (repeatable); "
                  "images already in the engine are usable whatever their registry");
-  app.add_option("--max-pulls", c.max_pulls, "Most distinct images pulled at once")->check(CLI::Range(1, 64));
+  app.add_option("--max-pulls", c.max_pulls, "Most distinct images pulled at once")->check(range_of("--max-pulls"));
   app.add_option("--read-timeout", c.read_timeout_s,
                  "Seconds a client has to send a whole request (and an idle keep-alive connection stays open)")
-      ->check(CLI::Range(1, 3600));
+      ->check(range_of("--read-timeout"));
   app.add_option("--max-queued-per-run", c.max_queued_per_run,
                  "Most leases one run may have queued; more get 429 too_many_requests")
-      ->check(CLI::Range(1, 1000000));
+      ->check(range_of("--max-queued-per-run"));
   app.add_option("--pull-attempts", c.pull_attempts, "Tries per pull before its waiters fail")
-      ->check(CLI::Range(1, 20));
+      ->check(range_of("--pull-attempts"));
   app.add_option("--pull-deadline", c.pull_deadline_s, "Seconds a pull may take, all attempts (apart from "
                  "a lease's ready_timeout_s)")
-      ->check(CLI::Range(1, 86400));
+      ->check(range_of("--pull-deadline"));
   app.add_option("--instance", c.instance, "Name labelled on every sandbox; a restart with the same name "
                  "removes what the previous run left (default: orchestratord@LISTEN)");
   app.add_option("--allow-host", c.allow_hosts,
@@ -239,7 +270,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_flag("--allow-host-network", c.allow_host_network,
                "Let leases ask for network \"host\": such a sandbox reaches everything on this host's loopback, "
                "this daemon's API and the registry included");
-  app.add_option("--max-ttl", c.max_ttl_s, "Most seconds a lease's ttl_s may be")->check(CLI::Range(1, 86400));
+  app.add_option("--max-ttl", c.max_ttl_s, "Most seconds a lease's ttl_s may be")->check(range_of("--max-ttl"));
   app.add_option("--max-memory", c.max_memory_mb,
                  "Most memory_mb a lease may ask per slot of its weight (default: the host's usable memory "
                  "share of one slot, docs/sizing.md)")
@@ -252,25 +283,25 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
       ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
   app.add_option("--max-fixtures", c.max_fixtures,
                  "Most fixtures alive at once, a budget of their own beside --slots (default: as many as --slots)")
-      ->check(CLI::Range(1, 100000));
+      ->check(range_of("--max-fixtures"));
   app.add_option("--keep-runs", c.keep_runs,
                  "Most runs whose timelines are remembered; beyond it the oldest idle run is forgotten")
-      ->check(CLI::Range(1, 100000));
+      ->check(range_of("--keep-runs"));
   app.add_option("--max-connections", c.max_connections,
                  "Most API connections served at once; beyond it a connection gets 503 (GET /healthz is still answered)")
-      ->check(CLI::Range(4, 1000000));
+      ->check(range_of("--max-connections"));
   app.add_option("--max-output-bytes", c.max_output_bytes,
                  "Most bytes of stdout and of stderr an exec returns (and a file read); the rest is cut, truncated: true")
       ->check(CLI::Range(std::int64_t{1024}, std::int64_t{8} << 20));
   app.add_option("--engine-timeout", c.engine_timeout_s,
                  "Seconds any one engine call may take before the lease fails with engine_unavailable")
-      ->check(CLI::Range(1, 3600));
+      ->check(range_of("--engine-timeout"));
   app.add_option("--sweep-interval", c.sweep_interval_s,
                  "Seconds between orphan sweeps (sandboxes of this instance with no live lease)")
-      ->check(CLI::Range(1, 3600));
+      ->check(range_of("--sweep-interval"));
   app.add_option("--shutdown-timeout", c.shutdown_timeout_s,
                  "Seconds a graceful stop may take (a hung engine); a second SIGTERM stops at once")
-      ->check(CLI::Range(1, 300));
+      ->check(range_of("--shutdown-timeout"));
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -359,18 +390,11 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                                              c.config_file, key, v, lo, hi));
       }
     };
-    in_range("max_pulls", c.max_pulls, 1, 64);
-    in_range("max_queued_per_run", c.max_queued_per_run, 1, 1000000);
-    in_range("read_timeout_s", c.read_timeout_s, 1, 3600);
-    in_range("pull_attempts", c.pull_attempts, 1, 20);
-    in_range("pull_deadline_s", c.pull_deadline_s, 1, 86400);
-    in_range("max_ttl_s", c.max_ttl_s, 1, 86400);
-    in_range("max_fixtures", std::max(c.max_fixtures, 1), 1, 100000);
-    in_range("keep_runs", c.keep_runs, 1, 100000);
-    in_range("max_connections", c.max_connections, 4, 1000000);
-    in_range("engine_timeout_s", c.engine_timeout_s, 1, 3600);
-    in_range("sweep_interval_s", c.sweep_interval_s, 1, 3600);
-    in_range("shutdown_timeout_s", c.shutdown_timeout_s, 1, 300);
+    for (const auto& r : ranged_ints) {
+      // max_fixtures 0 is the default, "as many as --slots".
+      const int v = c.*r.field;
+      in_range(r.key, r.field == &daemon_config::max_fixtures ? std::max(v, 1) : v, r.lo, r.hi);
+    }
     if (c.max_output_bytes < 1024 || c.max_output_bytes > (std::int64_t{8} << 20)) {
       throw std::runtime_error(fmt::format("config file {}: 'max_output_bytes' must be between 1024 and {}",
                                            c.config_file, std::int64_t{8} << 20));

@@ -19,6 +19,7 @@
 
 #include "image_ref.hpp"
 #include "tar_file.hpp"
+#include "time_text.hpp"
 #include <spdlog/spdlog.h>
 
 namespace sandlot::orchestrator {
@@ -85,6 +86,24 @@ struct lease_service::fixture {
 };
 
 namespace {
+
+/// A waiting call (a long-poll) counts as a heartbeat on its lease for as long as it lives: the
+/// reaper skips a lease with polls, and its expiry restarts when the call returns. Null: no lease.
+template <class Lease>
+class poll_hold {
+ public:
+  explicit poll_hold(Lease* l) : l_(l) {
+    if (l_ != nullptr) ++l_->active_polls;
+  }
+  ~poll_hold() {
+    if (l_ != nullptr) --l_->active_polls;
+  }
+  poll_hold(const poll_hold&) = delete;
+  poll_hold& operator=(const poll_hold&) = delete;
+
+ private:
+  Lease* l_;
+};
 
 std::string random_id() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -578,11 +597,7 @@ asio::awaitable<protocol::lease_view> lease_service::get(const std::string& id, 
   const auto deadline = clock::now() + std::chrono::seconds(std::clamp(wait_s, 0, 300));
   // The call counts as a heartbeat for as long as it waits (wait_s may exceed ttl_s), as an exec
   // does; the reaper skips the lease meanwhile, and the expiry restarts when the call returns.
-  ++l->active_polls;
-  struct poll_guard {
-    lease& l;
-    ~poll_guard() { --l.active_polls; }
-  } guard{*l};
+  const poll_hold<lease> hold(l.get());
   while (l->state != lease_state::ready && !protocol::is_final(l->state) && clock::now() < deadline) {
     co_await l->changed.wait_until(deadline);
   }
@@ -995,7 +1010,7 @@ run_timeline lease_service::run(const std::string& id) const {
   run_timeline t;
   t.run = r.id;
   t.slots_total = broker_.slots_total();
-  t.started_at = fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(r.started_wall)));
+  t.started_at = utc_text(r.started_wall);
   t.now_s = since(now);
   t.started_unix_s = std::chrono::duration<double>(r.started_wall.time_since_epoch()).count();
   t.ended = r.ended;
@@ -1047,8 +1062,7 @@ nlohmann::json lease_service::runs() const {
     const auto live = std::count_if(r->leases.begin(), r->leases.end(),
                                     [](const lease_ptr& l) { return !protocol::is_final(l->state); });
     out.push_back({{"run", r->id},
-                   {"started_at", fmt::format("{:%Y-%m-%dT%H:%M:%S}Z",
-                                              fmt::gmtime(std::chrono::system_clock::to_time_t(r->started_wall)))},
+                   {"started_at", utc_text(r->started_wall)},
                    {"leases", r->leases.size()},
                    {"live_leases", live},
                    {"fixtures", r->fixtures.size()},
@@ -1212,11 +1226,8 @@ asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
   if (f->sandbox) {
     // Its creator left before publishing it: nobody gets a half-made fixture.
     spdlog::warn("fixture {} ({}): its creator left while setting it up; making it anew", f->id, f->name);
-    try {
-      co_await provider_.remove(f->sandbox->id);
-    } catch (const std::exception& e) {
-      spdlog::error("fixture {}: removing the half-made sandbox failed: {}", f->id, e.what());
-    }
+    const std::string what = fmt::format("fixture {}: removing the half-made sandbox", f->id);
+    co_await remove_or_log(f->sandbox->id, what);
     f->sandbox.reset();
   }
   if (f->holders.empty() || shutting_down_) {
@@ -1267,11 +1278,8 @@ asio::awaitable<void> lease_service::build_fixture(fixture_ptr f) {
     co_return;
   }
   if (f->state == "gone") {  // the run ended meanwhile
-    try {
-      co_await provider_.remove(f->sandbox->id);
-    } catch (const std::exception& e) {
-      spdlog::error("fixture {}: removing its sandbox failed: {}", f->id, e.what());
-    }
+    const std::string what = fmt::format("fixture {}: removing its sandbox", f->id);
+    co_await remove_or_log(f->sandbox->id, what);
     co_return;
   }
   if (f->holders.empty()) {
@@ -1311,11 +1319,8 @@ asio::awaitable<void> lease_service::teardown_fixture(fixture_ptr f, std::string
   f->changed.notify_all();
   spdlog::info("fixture {} ({}) of run {} torn down: {}", f->id, f->name, f->run, reason);
   if (f->sandbox && !f->making) {
-    try {
-      co_await provider_.remove(f->sandbox->id);
-    } catch (const std::exception& e) {
-      spdlog::error("fixture {}: removing its sandbox failed, the orphan sweep retries: {}", f->id, e.what());
-    }
+    const std::string what = fmt::format("fixture {}: removing its sandbox (the orphan sweep retries)", f->id);
+    co_await remove_or_log(f->sandbox->id, what);
   }
   if (auto r = runs_.find(f->run); r != runs_.end()) r->second.last_activity = clock::now();
 }
@@ -1329,13 +1334,7 @@ asio::awaitable<protocol::fixture_view> lease_service::get_fixture(const std::st
     touch(*l);
   }
   const auto deadline = clock::now() + std::chrono::seconds(std::clamp(wait_s, 0, 300));
-  if (l) ++l->active_polls;
-  struct poll_guard {
-    lease* l;
-    ~poll_guard() {
-      if (l != nullptr) --l->active_polls;
-    }
-  } guard{l.get()};
+  const poll_hold<lease> hold(l.get());
   auto settled = [&] {
     return f->state != "creating" || (!f->making && !lease_id.empty() && f->creator == lease_id);
   };
@@ -1399,6 +1398,16 @@ asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::st
                                                 f->name, f->creator, id));
   }
   co_return co_await exec_in(f->sandbox->id, "fixture " + f->name, std::move(req));
+}
+
+asio::awaitable<bool> lease_service::remove_or_log(std::string container_id, std::string what) {
+  try {
+    co_await provider_.remove(container_id);
+    co_return true;
+  } catch (const std::exception& e) {
+    spdlog::error("{} failed: {}", what, e.what());
+  }
+  co_return false;
 }
 
 }  // namespace sandlot::orchestrator

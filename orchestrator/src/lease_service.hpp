@@ -178,6 +178,8 @@ class lease_service {
                                                                       protocol::lease_request spec);
   boost::asio::awaitable<void> teardown_fixture(fixture_ptr f, std::string reason);
   void drop_fixture_hold(const fixture_ptr& f, const std::string& lease_id);
+  /// Removes a container; on failure logs "<what> failed: <reason>" and returns false.
+  boost::asio::awaitable<bool> remove_or_log(std::string container_id, std::string what);
   std::optional<int> pick_port();
   void prune_runs(clock::time_point now);
 

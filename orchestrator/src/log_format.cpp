@@ -1,7 +1,7 @@
 #include "log_format.hpp"
 
-#include <chrono>
-#include <ctime>
+#include "time_text.hpp"
+
 #include <memory>
 
 #include <fmt/format.h>
@@ -36,22 +36,11 @@ class one_line_message final : public spdlog::custom_flag_formatter {
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<one_line_message>(); }
 };
 
-std::string utc_time(std::chrono::system_clock::time_point t) {
-  const auto since = t.time_since_epoch();
-  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(since - secs).count();
-  const std::time_t tt = secs.count();
-  std::tm tm{};
-  ::gmtime_r(&tt, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
-}
-
 class json_formatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     const auto level = spdlog::level::to_string_view(msg.level);
-    append(dest, json_log_line(utc_time(msg.time), std::string_view(level.data(), level.size()),
+    append(dest, json_log_line(utc_text(msg.time, /*millis=*/true), std::string_view(level.data(), level.size()),
                                std::string_view(msg.payload.data(), msg.payload.size())));
     dest.push_back('\n');
   }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <optional>
 #include <string_view>
 
 #include <boost/asio/post.hpp>
@@ -69,36 +70,37 @@ target split_target(std::string_view t) {
   return out;
 }
 
+/// The value of the first pair for `key` in `query` (a=1&b=2); a bare `key` (no '=') counts, with
+/// an empty value, only when `bare_counts`.
+std::optional<std::string_view> query_value(std::string_view query, std::string_view key, bool bare_counts) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) != key) continue;
+    if (eq != std::string_view::npos) return pair.substr(eq + 1);
+    if (bare_counts) return std::string_view{};
+  }
+  return std::nullopt;
+}
+
 /// An integer query parameter, or `fallback` when absent; 400 when present but not a number.
 int query_int(std::string_view query, std::string_view key, int fallback) {
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    auto eq = pair.find('=');
-    if (pair.substr(0, eq) != key) continue;
-    auto value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-    int v = 0;
-    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-    if (ec != std::errc{} || p != value.data() + value.size() || v < 0) {
-      throw api_error(errc::invalid_field,
-                      fmt::format("query parameter '{}' must be a non-negative integer of seconds", key));
-    }
-    return v;
+  const auto value = query_value(query, key, /*bare_counts=*/true);
+  if (!value) return fallback;
+  int v = 0;
+  auto [p, ec] = std::from_chars(value->data(), value->data() + value->size(), v);
+  if (ec != std::errc{} || p != value->data() + value->size() || v < 0) {
+    throw api_error(errc::invalid_field,
+                    fmt::format("query parameter '{}' must be a non-negative integer of seconds", key));
   }
-  return fallback;
+  return v;
 }
 
 /// A string query parameter (no percent-decoding: ids are plain), or empty when absent.
 std::string query_string(std::string_view query, std::string_view key) {
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
-    auto eq = pair.find('=');
-    if (pair.substr(0, eq) == key && eq != std::string_view::npos) return std::string(pair.substr(eq + 1));
-  }
-  return {};
+  return std::string(query_value(query, key, /*bare_counts=*/false).value_or(std::string_view{}));
 }
 
 /// Percent-decoding of a query value ('+' stays '+'); 400 for a broken escape.
