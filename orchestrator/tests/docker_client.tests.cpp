@@ -281,3 +281,29 @@ TEST_CASE("every sandbox names the process that made it", "[docker]") {
   CHECK(labels.at("sandlot.owner") == f.provider.owner());
   CHECK_THAT(f.provider.owner(), Catch::Matchers::Contains("/"));
 }
+
+// Docker's answers, as typed reasons: the only place the engine's wording is read. Messages are
+// the ones dockerd 20.10/24 and registry 2.8 give on these machines.
+TEST_CASE("engine failures are classified into typed reasons", "[docker]") {
+  using sandlot::orchestrator::engine_error;
+  using sandlot::orchestrator::provider_failure;
+  auto reason = [](unsigned status, const char* message, bool hung = false) {
+    return engine_error(status, message, hung).reason();
+  };
+  CHECK(reason(0, "cannot reach the Docker engine at unix:///nope.sock") == provider_failure::unreachable);
+  CHECK(reason(0, "the engine did not answer", true) == provider_failure::timed_out);
+  CHECK(reason(404, "No such image: 127.0.0.1:5000/x:1") == provider_failure::image_not_found);
+  CHECK(reason(404, "No such container: 3f2a") == provider_failure::not_found);
+  CHECK(reason(404, "Could not find the file /nope in container x") == provider_failure::not_found);
+  CHECK(reason(409, "Conflict. The container name \"/sandlot-x\" is already in use") == provider_failure::conflict);
+  CHECK(reason(403, "container rootfs is marked read-only") == provider_failure::read_only);
+  CHECK(reason(400, "invalid reference format: repository name must be lowercase") ==
+        provider_failure::invalid_reference);
+  CHECK(reason(401, "unauthorized: authentication required") == provider_failure::auth);
+  CHECK(reason(400, "invalid CpuShares value") == provider_failure::rejected);
+  CHECK(reason(500, "OCI runtime create failed") == provider_failure::failed);
+  // Only the unknown image, the bad reference and the refused registry are worth no retry.
+  CHECK(engine_error(404, "No such image: x").permanent());
+  CHECK_FALSE(engine_error(500, "registry unavailable").permanent());
+  CHECK(engine_error(200, "manifest unknown", provider_failure::image_not_found).permanent());
+}

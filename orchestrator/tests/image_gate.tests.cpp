@@ -26,6 +26,7 @@
 #include <sandlot/protocol.hpp>
 
 #include "image_gate.hpp"
+#include "sandbox_provider.hpp"
 
 namespace {
 
@@ -39,6 +40,7 @@ using sandlot::protocol::errc;
 struct fake_registry {
   std::set<std::string> present;                             // images exists() reports
   std::map<std::string, std::vector<std::string>> failures;  // per image: reasons, one per attempt
+  // (a reason starting "manifest unknown" is an image_not_found)
   std::chrono::milliseconds pull_time{0};                    // how long a pull takes
   std::vector<std::string> pulls;                            // every pull attempt, in order
   std::function<void()> on_pull_done;                        // runs as a pull ends, either way
@@ -65,7 +67,12 @@ struct fake_registry {
       const std::string reason = queued.front();
       queued.erase(queued.begin());
       if (on_pull_done) on_pull_done();
-      throw std::runtime_error(reason);
+      // As a provider would: an unknown manifest is a typed, permanent failure.
+      const bool unknown = reason.rfind("manifest unknown", 0) == 0;
+      throw sandlot::orchestrator::provider_error(
+          unknown ? sandlot::orchestrator::provider_failure::image_not_found
+                  : sandlot::orchestrator::provider_failure::failed,
+          reason);
     }
     present.insert(image);
     if (on_pull_done) on_pull_done();

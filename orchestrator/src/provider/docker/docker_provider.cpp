@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "instance_owner.hpp"
+#include "tar_file.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -16,9 +17,8 @@ using json = nlohmann::json;
 docker_provider::docker_provider(docker_client& engine, std::string instance, std::string owner)
     : engine_(engine), instance_(std::move(instance)), owner_(owner.empty() ? self_owner() : std::move(owner)) {}
 
-bool docker_provider::may_reap(const docker_client::container_summary& c) {
-  auto it = c.labels.find(labels::owner);
-  const std::string owner = it == c.labels.end() ? std::string() : it->second;
+bool docker_provider::may_reap(const owned_sandbox& s) {
+  const std::string& owner = s.owner;
   if (owner == owner_) return true;
   const owner_state state = classify_owner(owner);
   switch (state) {
@@ -120,7 +120,7 @@ asio::awaitable<protocol::sandbox_info> docker_provider::create(const sandbox_sp
     info = co_await engine_.inspect_container(id);
     const auto& state = info.at("State");
     if (!state.value("Running", false)) {
-      throw engine_error(0, fmt::format("sandbox {} is not running after start (exit code {}{})", name,
+      throw provider_error(provider_failure::failed, fmt::format("sandbox {} is not running after start (exit code {}{})", name,
                                         state.value("ExitCode", -1),
                                         state.value("Error", "").empty() ? "" : ", " + state.value("Error", "")));
     }
@@ -146,11 +146,28 @@ asio::awaitable<protocol::sandbox_info> docker_provider::create(const sandbox_sp
   co_return out;
 }
 
-asio::awaitable<void> docker_provider::remove(const std::string& container_id) {
-  co_await engine_.remove_container(container_id);
+asio::awaitable<std::string> docker_provider::connect() {
+  auto version = co_await engine_.negotiate();
+  co_return fmt::format("engine {} answers, API version {}", engine_.address().to_string(), version);
 }
 
-asio::awaitable<int> docker_provider::remove_lease(const std::string& lease_id) {
+asio::awaitable<bool> docker_provider::image_present(std::string image) {
+  co_return co_await engine_.image_exists(image);
+}
+
+asio::awaitable<std::string> docker_provider::image_id(std::string image) {
+  co_return co_await engine_.image_id(image);
+}
+
+asio::awaitable<void> docker_provider::pull(std::string image, clock::time_point deadline) {
+  co_await engine_.pull(image, deadline);
+}
+
+asio::awaitable<void> docker_provider::remove(std::string sandbox_id) {
+  co_await engine_.remove_container(sandbox_id);
+}
+
+asio::awaitable<int> docker_provider::remove_lease(std::string lease_id) {
   // (A named vector: GCC 12 miscompiles a braced list inside a co_await expression.)
   std::vector<std::string> filter{fmt::format("{}={}", labels::daemon, instance_),
                                   fmt::format("{}={}", labels::lease, lease_id)};
@@ -159,9 +176,21 @@ asio::awaitable<int> docker_provider::remove_lease(const std::string& lease_id) 
   co_return static_cast<int>(found.size());
 }
 
-asio::awaitable<std::vector<docker_client::container_summary>> docker_provider::list_own() {
+asio::awaitable<std::vector<owned_sandbox>> docker_provider::list_own() {
   std::vector<std::string> filter{fmt::format("{}={}", labels::daemon, instance_)};
-  co_return co_await engine_.list_containers(filter);
+  auto found = co_await engine_.list_containers(filter);
+  std::vector<owned_sandbox> out;
+  out.reserve(found.size());
+  auto label = [](const docker_client::container_summary& c, const char* key) {
+    auto it = c.labels.find(key);
+    return it == c.labels.end() ? std::string() : it->second;
+  };
+  for (auto& c : found) {
+    // An empty state (an engine that does not say) counts as running: never fail a lease on a guess.
+    const bool running = c.state.empty() || c.state == "running";
+    out.push_back(owned_sandbox{c.id, label(c, labels::lease), label(c, labels::owner), running, c.state});
+  }
+  co_return out;
 }
 
 asio::awaitable<int> docker_provider::remove_all_own() {
@@ -179,8 +208,30 @@ asio::awaitable<int> docker_provider::remove_all_own() {
   co_return removed;
 }
 
-asio::awaitable<exec_output> docker_provider::exec(const std::string& container_id, const exec_spec& spec) {
-  co_return co_await engine_.exec(container_id, spec);
+asio::awaitable<exec_output> docker_provider::exec(std::string sandbox_id, exec_spec spec) {
+  co_return co_await engine_.exec(sandbox_id, spec);
+}
+
+asio::awaitable<void> docker_provider::write_file(std::string sandbox_id, std::string path, std::string data,
+                                                  unsigned mode) {
+  const auto slash = path.rfind('/');
+  const std::string dir = slash == 0 ? std::string("/") : path.substr(0, slash);
+  std::string tar = make_single_file_tar(path.substr(slash + 1), data, mode);
+  co_await engine_.put_archive(sandbox_id, dir, std::move(tar));
+}
+
+asio::awaitable<std::optional<std::string>> docker_provider::read_file(std::string sandbox_id, std::string path,
+                                                                       std::size_t limit) {
+  auto tar = co_await engine_.get_archive(sandbox_id, path);
+  if (!tar) co_return std::nullopt;
+  tar_entry entry;
+  try {
+    entry = read_first_tar_entry(*tar, limit);
+  } catch (const std::length_error& e) {
+    throw provider_error(provider_failure::too_large, e.what());
+  }
+  if (!entry.found || !entry.regular) throw provider_error(provider_failure::not_a_file, "not a regular file");
+  co_return std::move(entry.data);
 }
 
 }  // namespace sandlot::orchestrator

@@ -16,9 +16,14 @@
 
 #include <fmt/format.h>
 
-#include "config.hpp"
 
 namespace sandlot::orchestrator {
+
+std::string host_name() {
+  std::array<char, 256> buf{};
+  if (::gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "unknown-host";
+  return buf.data();
+}
 
 namespace {
 

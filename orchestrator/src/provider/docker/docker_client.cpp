@@ -53,6 +53,15 @@ std::string engine_message(const std::string& body) {
   return trimmed.empty() ? std::string("(empty response)") : trimmed;
 }
 
+/// A failed pull: Docker says "manifest unknown" or "... not found" for a reference its registry
+/// does not know; that is permanent, unlike a registry that is down.
+engine_error pull_error(unsigned status, const std::string& message) {
+  const bool unknown = message.find("manifest unknown") != std::string::npos ||
+                       message.find("not found") != std::string::npos;
+  if (unknown) return engine_error(status, message, provider_failure::image_not_found);
+  return engine_error(status, message);
+}
+
 /// The error for an engine that took the connection and did not answer `what` within `timeout`.
 engine_error hung(const engine_address& addr, const std::string& what, std::chrono::milliseconds timeout) {
   return engine_error(0,
@@ -310,7 +319,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
     }
     throw engine_error(0, fmt::format("the pull stream broke: {}", e.code().message()));
   }
-  if (status != 200) throw engine_error(status, engine_message(body));
+  if (status != 200) throw pull_error(status, engine_message(body));
   // A 200 can still carry a failure as a JSON line with "error"; read every line.
   std::size_t pos = 0;
   while (pos < body.size()) {
@@ -319,7 +328,7 @@ asio::awaitable<void> docker_client::pull(const std::string& ref, clock::time_po
     pos = nl == std::string::npos ? body.size() : nl + 1;
     auto j = json::parse(line, nullptr, false);
     if (j.is_object() && j.contains("error")) {
-      throw engine_error(200, j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump());
+      throw pull_error(200, j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump());
     }
   }
 }
@@ -572,6 +581,19 @@ void stream_demuxer::append(int stream, const char* data, std::size_t size) {
   const std::size_t room = target.size() < limit_ ? limit_ - target.size() : 0;
   if (size > room) truncated_ = true;
   target.append(data, std::min(size, room));
+}
+
+provider_failure engine_error::classify(unsigned status, std::string_view message, bool timed_out) noexcept {
+  auto says = [&](std::string_view text) { return message.find(text) != std::string_view::npos; };
+  if (timed_out) return provider_failure::timed_out;
+  if (status == 0) return provider_failure::unreachable;
+  if (says("invalid reference format")) return provider_failure::invalid_reference;
+  if (says("read-only")) return provider_failure::read_only;
+  if (status == 401 || says("unauthorized") || says("authentication required")) return provider_failure::auth;
+  if (status == 404) return says("No such image") ? provider_failure::image_not_found : provider_failure::not_found;
+  if (status == 409) return provider_failure::conflict;
+  if (status == 400) return provider_failure::rejected;
+  return provider_failure::failed;
 }
 
 }  // namespace sandlot::orchestrator

@@ -13,6 +13,9 @@
 
 namespace sandlot::orchestrator {
 
+/// This machine's (or container's) host name.
+std::string host_name();
+
 /// This process as a sandbox owner: "HOST/BOOT/PID/START" (START is the pid's start time in clock
 /// ticks since boot, so a recycled pid is a different owner).
 std::string self_owner();

@@ -18,7 +18,6 @@
 #include <fmt/format.h>
 
 #include "image_ref.hpp"
-#include "tar_file.hpp"
 #include "time_text.hpp"
 #include <spdlog/spdlog.h>
 
@@ -154,8 +153,8 @@ asio::awaitable<std::pair<std::optional<T>, std::exception_ptr>> capture(asio::a
 
 /// An engine that took the connection and never answered is its own error: the lease fails with
 /// engine_unavailable, not as if the image or the sandbox were at fault.
-void throw_if_hung(const engine_error& e) {
-  if (e.timed_out()) throw api_error(errc::engine_unavailable, e.what());
+void throw_if_hung(const provider_error& e) {
+  if (e.reason() == provider_failure::timed_out) throw api_error(errc::engine_unavailable, e.what());
 }
 
 /// Who holds a lease, for the broker's hold-and-wait rule: the test of a run. Anonymous leases
@@ -196,7 +195,7 @@ void lease_service::check_asks(protocol::network_mode network, int weight, std::
   over("disk_mb", disk_mb, cap.disk_mb, "--max-disk");
 }
 
-lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider, service_options opts)
+lease_service::lease_service(asio::any_io_executor ex, sandbox_provider& provider, service_options opts)
     : ex_(ex),
       provider_(provider),
       opts_(std::move(opts)),
@@ -205,8 +204,8 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
           ex,
           [this](const std::string& image) -> asio::awaitable<bool> {
             try {
-              co_return co_await provider_.engine().image_exists(image);
-            } catch (const engine_error& e) {
+              co_return co_await provider_.image_present(image);
+            } catch (const provider_error& e) {
               throw_if_hung(e);
               throw;
             }
@@ -216,11 +215,11 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
             // whatever its registry; only reaching out to a registry is restricted.
             if (auto refusal = pull_refusal(parse_image_ref(image), opts_.allowed_registries);
                 !refusal.empty()) {
-              throw std::runtime_error(refusal);
+              throw provider_error(provider_failure::not_allowed, refusal);
             }
             try {
-              co_await provider_.engine().pull(image, deadline);
-            } catch (const engine_error& e) {
+              co_await provider_.pull(image, deadline);
+            } catch (const provider_error& e) {
               throw_if_hung(e);
               throw;
             }
@@ -230,8 +229,7 @@ lease_service::lease_service(asio::any_io_executor ex, docker_provider& provider
 lease_service::~lease_service() = default;
 
 asio::awaitable<void> lease_service::start() {
-  auto version = co_await provider_.engine().negotiate();
-  spdlog::info("engine {} answers, API version {}", provider_.engine().address().to_string(), version);
+  spdlog::info("{}", co_await provider_.connect());
   if (int removed = co_await provider_.remove_all_own(); removed > 0) {
     spdlog::warn("removed {} sandbox(es) an earlier orchestratord instance '{}' left behind", removed,
                  opts_.instance);
@@ -463,12 +461,12 @@ asio::awaitable<void> lease_service::lifecycle(lease_ptr l) {
     }
   } catch (const api_error& e) {
     outcome.emplace(lease_state::failed, err(e.code(), e.message()));
-  } catch (const engine_error& e) {
-    if (e.timed_out()) {
+  } catch (const provider_error& e) {
+    if (e.reason() == provider_failure::timed_out) {
       outcome.emplace(lease_state::failed,
                       err(errc::engine_unavailable,
                           fmt::format("could not start a sandbox from image '{}': {}", l->req.image, e.what())));
-    } else if (e.status() == 404 && std::string_view(e.what()).find("No such image") != std::string_view::npos) {
+    } else if (e.reason() == provider_failure::image_not_found) {
       gate_.invalidate(l->req.image);  // removed behind our back; the next lease pulls again
       if (auto r = runs_.find(l->req.run); r != runs_.end()) r->second.images.erase(l->req.image);
     }
@@ -506,8 +504,8 @@ asio::awaitable<std::string> lease_service::pinned_image(std::string run, std::s
   }
   std::string id;
   try {
-    id = co_await provider_.engine().image_id(image);
-  } catch (const engine_error& e) {
+    id = co_await provider_.image_id(image);
+  } catch (const provider_error& e) {
     throw_if_hung(e);
     throw;
   }
@@ -666,8 +664,8 @@ asio::awaitable<protocol::exec_result> lease_service::exec_in(std::string contai
   exec_output out;
   try {
     out = co_await provider_.exec(container_id, spec);
-  } catch (const engine_error& e) {
-    throw api_error(e.timed_out() ? errc::engine_unavailable : errc::exec_failed,
+  } catch (const provider_error& e) {
+    throw api_error(e.reason() == provider_failure::timed_out ? errc::engine_unavailable : errc::exec_failed,
                     fmt::format("could not run '{}' in {}: {}", spec.argv.front(), what,
                                                    e.what()));
   }
@@ -767,15 +765,14 @@ asio::awaitable<void> lease_service::sweep_orphans() {
   // Sandboxes of this instance whose lease is unknown or already final: left by a create that was
   // cut short, or by a removal that failed. Live leases (even mid-create) are never touched.
   for (const auto& c : co_await provider_.list_own()) {
-    auto lease_label = c.labels.find(labels::lease);
-    const std::string lease_id = lease_label == c.labels.end() ? std::string() : lease_label->second;
+    const std::string& lease_id = c.lease_id;
     auto it = leases_.find(lease_id);
     if (it != leases_.end() && !protocol::is_final(it->second->state)) {
       // A ready lease whose sandbox stopped behind our back (the engine restarted, or its init
       // died): fail it with the reason now, rather than on the test's next command.
       auto& l = it->second;
       if (l->state == lease_state::ready && !l->finishing && !l->stop && l->sandbox && l->sandbox->id == c.id &&
-          !c.state.empty() && c.state != "running") {
+          !c.running) {
         auto message = fmt::format("lease {}'s sandbox {} stopped (state '{}'): the engine restarted or the "
                                    "sandbox's init exited; lease a new one",
                                    lease_id, l->sandbox_name, c.state);
@@ -920,23 +917,22 @@ asio::awaitable<void> lease_service::write_file(const std::string& id, std::stri
   protocol::check_file_path("path", path);
   auto l = ready_lease(id);
   busy_guard guard(*this, l);
-  const auto slash = path.rfind('/');
-  const std::string dir = slash == 0 ? std::string("/") : path.substr(0, slash);
-  const std::string tar = make_single_file_tar(path.substr(slash + 1), data, mode);
   try {
-    co_await provider_.engine().put_archive(l->sandbox->id, dir, tar);
-  } catch (const engine_error& e) {
-    if (e.status() == 404) {
-      throw api_error(errc::not_found, fmt::format("directory {} does not exist in lease {}'s sandbox; create it "
-                                                   "first (exec mkdir -p {})", dir, id, dir));
+    co_await provider_.write_file(l->sandbox->id, path, std::move(data), mode);
+  } catch (const provider_error& e) {
+    const std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
+    switch (e.reason()) {
+      case provider_failure::not_found:
+        throw api_error(errc::not_found, fmt::format("directory {} does not exist in lease {}'s sandbox; create it "
+                                                     "first (exec mkdir -p {})", dir, id, dir));
+      case provider_failure::read_only:
+        // The engine refuses uploads into a read-only container anywhere, its tmpfs /tmp included.
+        throw api_error(errc::conflict, fmt::format("lease {}'s sandbox has a read-only root filesystem and the "
+                                                    "engine takes no file uploads into it; write under /tmp with "
+                                                    "exec (sh -c 'cat > /tmp/file' with stdin) instead", id));
+      default:
+        throw api_error(errc::engine_error, fmt::format("could not write {} in lease {}: {}", path, id, e.what()));
     }
-    if (std::string_view(e.what()).find("read-only") != std::string_view::npos) {
-      // The engine refuses uploads into a read-only container anywhere, its tmpfs /tmp included.
-      throw api_error(errc::conflict, fmt::format("lease {}'s sandbox has a read-only root filesystem and the engine "
-                                                  "takes no file uploads into it; write under /tmp with exec "
-                                                  "(sh -c 'cat > /tmp/file' with stdin) instead", id));
-    }
-    throw api_error(errc::engine_error, fmt::format("could not write {} in lease {}: {}", path, id, e.what()));
   }
 }
 
@@ -944,24 +940,21 @@ asio::awaitable<std::string> lease_service::read_file(const std::string& id, std
   protocol::check_file_path("path", path);
   auto l = ready_lease(id);
   busy_guard guard(*this, l);
-  std::optional<std::string> tar;
+  std::optional<std::string> data;
   try {
-    tar = co_await provider_.engine().get_archive(l->sandbox->id, path);
-  } catch (const engine_error& e) {
+    data = co_await provider_.read_file(l->sandbox->id, path, opts_.exec_output_limit);
+  } catch (const provider_error& e) {
+    if (e.reason() == provider_failure::too_large) {
+      throw api_error(errc::payload_too_large,
+                      fmt::format("{} in lease {}: {}; read it in parts with exec", path, id, e.what()));
+    }
+    if (e.reason() == provider_failure::not_a_file) {
+      throw api_error(errc::invalid_field, fmt::format("{} in lease {}'s sandbox is not a regular file", path, id));
+    }
     throw api_error(errc::engine_error, fmt::format("could not read {} in lease {}: {}", path, id, e.what()));
   }
-  if (!tar) throw api_error(errc::not_found, fmt::format("no file {} in lease {}'s sandbox", path, id));
-  tar_entry entry;
-  try {
-    entry = read_first_tar_entry(*tar, opts_.exec_output_limit);
-  } catch (const std::length_error& e) {
-    throw api_error(errc::payload_too_large, fmt::format("{} in lease {}: {}; read it in parts with exec", path, id,
-                                                         e.what()));
-  }
-  if (!entry.found || !entry.regular) {
-    throw api_error(errc::invalid_field, fmt::format("{} in lease {}'s sandbox is not a regular file", path, id));
-  }
-  co_return std::move(entry.data);
+  if (!data) throw api_error(errc::not_found, fmt::format("no file {} in lease {}'s sandbox", path, id));
+  co_return std::move(*data);
 }
 
 // --- outcomes and runs ------------------------------------------------------------------------

@@ -21,46 +21,19 @@
 
 #include "async_event.hpp"
 #include "broker.hpp"
-#include "docker_provider.hpp"
 #include "image_gate.hpp"
+#include "service_options.hpp"
 #include "metrics.hpp"
-#include "run_report.hpp"
-#include "sizing.hpp"
+#include "run_timeline.hpp"
+#include "sandbox_provider.hpp"
 
 namespace sandlot::orchestrator {
-
-struct service_options {
-  std::string instance = "orchestratord";
-  int slots = 4;
-  std::vector<std::string> prepull;
-  std::vector<std::string> allowed_registries;  // beyond loopback ones
-  image_gate::options gate;
-  std::chrono::milliseconds reap_interval{250};
-  std::chrono::seconds orphan_sweep_interval{10};
-  std::chrono::minutes keep_final{10};      // how long a final lease still answers GET
-  std::size_t exec_output_limit = 4 * 1024 * 1024;  // per stream (--max-output-bytes)
-  int max_queued_per_run = 1000;  // more queued leases of one run get 429
-  int fixture_port_min = 41000;  // loopback TCP ports handed to fixtures that ask for one
-  int fixture_port_max = 41999;
-  std::chrono::seconds fixture_make_timeout{300};  // pull and create of a fixture's sandbox
-  std::chrono::minutes keep_runs{60};  // how long an idle run's timeline is kept
-  std::size_t keep_runs_count = 100;   // most runs remembered; the oldest idle ones go first
-  std::size_t max_run_records = 5000;  // lease records per run; the oldest ended ones go first
-
-  // What a lease may ask for: host network only when allowed, and per slot of its weight at most
-  // these (--max-memory, --max-cpus, --max-pids, --max-disk; defaults from sizing).
-  bool allow_host_network = false;
-  int max_ttl_s = 3600;
-  slot_share per_slot{2048, 2.0, 1024, 2048};
-  int max_fixtures = 8;  // live fixtures at once: their own budget beside --slots
-  std::chrono::seconds shutdown_timeout{25};  // then the daemon exits anyway, saying what is left
-};
 
 class lease_service {
  public:
   using clock = std::chrono::steady_clock;
 
-  lease_service(boost::asio::any_io_executor ex, docker_provider& provider, service_options opts);
+  lease_service(boost::asio::any_io_executor ex, sandbox_provider& provider, service_options opts);
   ~lease_service();
 
   /// Negotiates with the engine, removes what an earlier instance left, starts prepulls and the
@@ -184,7 +157,7 @@ class lease_service {
   void prune_runs(clock::time_point now);
 
   boost::asio::any_io_executor ex_;
-  docker_provider& provider_;
+  sandbox_provider& provider_;
   service_options opts_;
   broker broker_;
   image_gate gate_;

@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include "service_options.hpp"
+
 namespace sandlot::orchestrator {
 
 /// What the host offers this process, as measured. Limits that are not set are nullopt.
@@ -47,15 +49,6 @@ struct slots_estimate {
 /// slots = clamp(min(by_cpus, by_memory), 1, max_slots). Pure: same facts, same answer.
 slots_estimate estimate_slots(const host_resources& host, const sandbox_size& sandbox = {},
                               const sizing_policy& policy = {});
-
-/// What one slot of the budget entitles a lease to: a lease of weight w may ask for w times
-/// these (the daemon's --max-memory, --max-cpus, --max-pids, --max-disk per slot).
-struct slot_share {
-  std::int64_t memory_mb = 0;
-  double cpus = 0;
-  int pids = 0;
-  std::int64_t disk_mb = 0;
-};
 
 /// The host's usable memory × memory_fraction and CPUs × oversubscription, divided by `slots`,
 /// and never less than a default sandbox (so default leases always fit). Pure.

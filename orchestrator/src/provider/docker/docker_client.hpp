@@ -6,12 +6,15 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/verb.hpp>
 #include <nlohmann/json.hpp>
+
+#include "sandbox_provider.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -29,35 +32,25 @@ struct engine_address {
   std::string to_string() const;
 };
 
-/// An engine call that failed: HTTP status (0 when the engine could not be reached) and its message.
-class engine_error : public std::runtime_error {
+/// An engine call that failed: HTTP status (0 when the engine could not be reached) and its
+/// message, classified into a provider_failure from Docker's status codes and wording (the only
+/// place that wording is read: docs/architecture.md).
+class engine_error : public provider_error {
  public:
   engine_error(unsigned status, const std::string& message, bool timed_out = false)
-      : std::runtime_error(message), status_(status), timed_out_(timed_out) {}
+      : provider_error(classify(status, message, timed_out), message), status_(status), timed_out_(timed_out) {}
+  engine_error(unsigned status, const std::string& message, provider_failure reason)
+      : provider_error(reason, message), status_(status), timed_out_(reason == provider_failure::timed_out) {}
   unsigned status() const noexcept { return status_; }
   /// The engine took the connection but did not answer within the call's deadline (hung).
   bool timed_out() const noexcept { return timed_out_; }
 
+  /// Docker's answer (status and message) as a typed reason.
+  static provider_failure classify(unsigned status, std::string_view message, bool timed_out) noexcept;
+
  private:
   unsigned status_;
   bool timed_out_;
-};
-
-struct exec_spec {
-  std::vector<std::string> argv;
-  std::vector<std::string> env;  // KEY=VALUE
-  std::string workdir;
-  std::optional<std::string> stdin_data;
-  std::chrono::milliseconds timeout{60000};
-  std::size_t output_limit = 8 * 1024 * 1024;  // per stream; the rest is dropped and flagged
-};
-
-struct exec_output {
-  int exit_code = -1;
-  std::string stdout_data;
-  std::string stderr_data;
-  bool truncated = false;
-  bool timed_out = false;
 };
 
 class docker_client {

@@ -13,6 +13,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "sandbox_provider.hpp"
+
 namespace sandlot::orchestrator {
 
 namespace asio = boost::asio;
@@ -138,16 +140,14 @@ asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
       failure = std::current_exception();
     }
     ++pulls_failed_;
-    // A reference the registry does not know will not appear on retry; give up at once.
+    // A reference the registry does not know will not appear on retry; give up at once. The
+    // provider says so with a typed reason, whatever the engine's wording.
     bool permanent = false;
     try {
       std::rethrow_exception(failure);
-    } catch (const std::exception& ex) {
-      std::string what = ex.what();
-      permanent = what.find("not found") != std::string::npos ||
-                  what.find("manifest unknown") != std::string::npos ||
-                  what.find("invalid reference") != std::string::npos ||
-                  what.find("is not allowed") != std::string::npos;
+    } catch (const provider_error& ex) {
+      permanent = ex.permanent();
+    } catch (const std::exception&) {
     }
     if (permanent || attempt >= opts_.attempts || clock::now() + backoff >= deadline) {
       std::rethrow_exception(failure);

@@ -1,5 +1,7 @@
 #include "router.hpp"
 
+#include "run_report.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "lease_service.hpp"
+#include "instance_owner.hpp"  // host_name()
 #include "sizing.hpp"
 
 namespace sandlot::orchestrator {
@@ -71,9 +72,6 @@ std::string checked_token(std::string text, const std::string& source);
 /// Seconds in a duration such as 600, 600s, 10m, 1h or 0 (off). Throws std::runtime_error saying
 /// what is accepted.
 int parse_duration_s(const std::string& text, const std::string& what);
-
-/// This machine's (or container's) host name.
-std::string host_name();
 
 /// True for 127.0.0.0/8, ::1 and "localhost".
 bool is_loopback(const std::string& host);

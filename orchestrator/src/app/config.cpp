@@ -189,12 +189,6 @@ int parse_duration_s(const std::string& text, const std::string& what) {
   return static_cast<int>(n * scale);
 }
 
-std::string host_name() {
-  std::array<char, 256> buf{};
-  if (::gethostname(buf.data(), buf.size() - 1) != 0 || buf[0] == '\0') return "unknown-host";
-  return buf.data();
-}
-
 bool is_loopback(const std::string& host) {
   if (host == "localhost") return true;
   boost::system::error_code ec;

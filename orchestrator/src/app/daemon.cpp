@@ -1,0 +1,269 @@
+// The daemon's wiring: configuration, the engine and its provider, the lease service, the API
+// listener, signals and the idle exit. main.cpp only calls run_daemon().
+#include "daemon.hpp"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <string_view>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <sandlot/client.hpp>
+#include <spdlog/spdlog.h>
+
+#include "config.hpp"
+#include "docker_client.hpp"
+#include "docker_provider.hpp"
+#include "instance_owner.hpp"
+#include "lease_service.hpp"
+#include "listener.hpp"
+#include "log_format.hpp"
+#include "router.hpp"
+
+namespace sandlot::orchestrator {
+
+namespace asio = boost::asio;
+
+namespace {
+
+/// An io_context whose pending work can be destroyed on demand. Coroutines still suspended when
+/// the loop stops (a pull waiting for a pull slot, a long-poll) hold references into the lease
+/// service; they must be destroyed while it still exists, not by ~io_context after it is gone.
+class owning_io_context : public asio::io_context {
+ public:
+  using asio::io_context::io_context;
+  void destroy_pending_work() { shutdown(); }
+};
+
+/// As many descriptors as the hard limit allows: each connection, engine call and exec stream
+/// takes one, and the soft default (often 1024) is easy to reach under load.
+void raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= lim.rlim_max) return;
+  const auto was = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    spdlog::info("raised the open-file limit from {} to {}", was, lim.rlim_cur);
+  }
+}
+
+/// `orchestratord health [--listen HOST:PORT] [--token-file F]`: exit 0 when the daemon there is
+/// ready (/readyz 200: prepulls done), 1 otherwise. A container HEALTHCHECK or a CI wait loop runs
+/// it; it takes SANDLOT_LISTEN, SANDLOT_TOKEN_FILE and SANDLOT_TOKEN like the daemon, so one
+/// environment serves both.
+int health_main(int argc, char** argv) {
+  auto env_or = [](const char* name, std::string fallback) {
+    const char* v = std::getenv(name);
+    return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+  };
+  std::string listen = env_or("SANDLOT_LISTEN", "127.0.0.1:7345");
+  std::string token_file = env_or("SANDLOT_TOKEN_FILE", "");
+  const std::string env_token = env_or("SANDLOT_TOKEN", "");
+  for (int i = 2; i + 1 < argc; i += 2) {
+    const std::string_view flag = argv[i];
+    if (flag == "--listen") {
+      listen = argv[i + 1];
+    } else if (flag == "--token-file") {
+      token_file = argv[i + 1];
+    } else {
+      std::cerr << "orchestratord health: unknown option " << flag << "; use --listen HOST:PORT, --token-file F\n";
+      return 2;
+    }
+  }
+  const auto colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  const std::string port = colon == std::string::npos ? "7345" : listen.substr(colon + 1);
+  // A daemon listening on every address is reached on loopback.
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") host = "127.0.0.1";
+  sandlot::client::options o;
+  o.url = fmt::format("http://{}:{}", host, port);
+  o.request_timeout = std::chrono::seconds(3);
+  try {
+    o.token = !token_file.empty()  ? read_token_file(token_file)
+              : !env_token.empty() ? checked_token(env_token, "SANDLOT_TOKEN")
+                                   : std::string();
+    const sandlot::client::client c(o);
+    const auto res = c.request("GET", "/readyz");
+    if (res.status == 200) {
+      std::cout << "orchestratord at " << o.url << " is ready\n";
+      return 0;
+    }
+    std::cout << "orchestratord at " << o.url << " is not ready (" << res.status << "): " << res.body;
+  } catch (const std::exception& e) {
+    std::cout << "orchestratord health: " << e.what() << "\n";
+  }
+  return 1;
+}
+
+}  // namespace
+
+int run_daemon(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "health") return health_main(argc, argv);
+  std::optional<daemon_config> cfg;
+  engine_address engine_addr;
+  try {
+    cfg = parse_config(argc, argv);
+    if (!cfg) return 0;
+    engine_addr = engine_address::parse(cfg->docker_host.empty() ? engine_address::default_spec() : cfg->docker_host);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(cfg->log_level));
+  use_log_format(cfg->log_format);
+  if (cfg->slots_auto) {
+    spdlog::info("{}", cfg->slots_explanation);
+    // The sandboxes run where the engine runs; auto measured the host this daemon runs on.
+    if (engine_addr.type == engine_address::kind::tcp && !is_loopback(engine_addr.host)) {
+      spdlog::warn("slots auto measured this host, but the engine at {} is elsewhere; give --slots N "
+                   "for the engine's host (docs/sizing.md)",
+                   engine_addr.to_string());
+    }
+  }
+  raise_fd_limit();
+
+  // One daemon per instance on this host: a second one would remove the first one's sandboxes.
+  std::optional<instance_lock> lock;
+  try {
+    lock.emplace(cfg->instance);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
+
+  // One thread owns every piece of state; engine calls are asynchronous, so none blocks it.
+  owning_io_context ioc{1};
+  docker_client engine(ioc.get_executor(), engine_addr);
+  engine.set_call_timeout(std::chrono::seconds(cfg->engine_timeout_s));
+  docker_provider provider(engine, cfg->instance);
+  lease_service service(ioc.get_executor(), provider, cfg->service());
+  router api(service, access_policy{cfg->token, cfg->allow_hosts, cfg->allow_origins});
+
+  const std::string host = cfg->listen_host == "localhost" ? "127.0.0.1" : cfg->listen_host;
+  std::optional<listener> server;
+  try {
+    session_limits limits;
+    limits.read_timeout = std::chrono::seconds(cfg->read_timeout_s);
+    limits.max_connections = cfg->max_connections;
+    server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg->listen_port), api,
+                   limits);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
+
+  int exit_code = 0;
+  bool stopping = false;
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  auto stop = [&](int code) {
+    if (stopping) return;
+    stopping = true;
+    exit_code = code;
+    server->stop();
+    // A graceful stop removes every sandbox; an engine that hangs must not hold the daemon for
+    // longer than --shutdown-timeout.
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+          using namespace asio::experimental::awaitable_operators;
+          asio::steady_timer limit(ioc, std::chrono::seconds(cfg->shutdown_timeout_s));
+          auto raced = co_await (service.shutdown() || limit.async_wait(asio::use_awaitable));
+          if (raced.index() == 1) {
+            spdlog::error("shutdown did not finish within {} s (--shutdown-timeout; is the engine hung?); exiting "
+                          "anyway: a restart with instance '{}' removes what is left",
+                          cfg->shutdown_timeout_s, cfg->instance);
+            exit_code = 1;
+          }
+        },
+        [&](std::exception_ptr) { ioc.stop(); });
+  };
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                             int sig) {
+    if (ec) return;
+    if (stopping) {
+      // Asked twice: the operator wants out now. What is left is removed by the next start.
+      spdlog::warn("received signal {} again; exiting now without cleaning up", sig);
+      spdlog::default_logger()->flush();
+      ::_exit(128 + sig);
+    }
+    spdlog::info("received signal {}; stopping (send it again to exit at once)", sig);
+    stop(0);
+    signals.async_wait(on_signal);
+  };
+  signals.async_wait(on_signal);
+
+  // --idle-exit: a daemon started on demand goes away once nothing has used it for that long. Only
+  // when nothing is in use, so it removes nothing anyone holds.
+  auto idle_watch = [&]() -> asio::awaitable<void> {
+    using clock = std::chrono::steady_clock;
+    const auto idle_limit = std::chrono::seconds(cfg->idle_exit_s);
+    const auto tick = std::clamp<clock::duration>(idle_limit / 10, std::chrono::seconds(1), std::chrono::seconds(10));
+    auto quiet_since = clock::now();
+    asio::steady_timer timer(ioc);
+    while (!stopping) {
+      timer.expires_after(tick);
+      co_await timer.async_wait(asio::use_awaitable);
+      const auto now = clock::now();
+      if (!service.idle() || server->open_connections() > 0) {
+        quiet_since = now;
+        continue;
+      }
+      quiet_since = std::max(quiet_since, server->last_activity());
+      if (now - quiet_since >= idle_limit && !stopping) {
+        spdlog::info("nothing used this daemon for {} s; stopping (--idle-exit)", cfg->idle_exit_s);
+        stop(0);
+      }
+    }
+  };
+
+  asio::co_spawn(
+      ioc,
+      [&]() -> asio::awaitable<void> {
+        co_await service.start();
+        auto ep = server->local_endpoint();
+        spdlog::info("orchestratord '{}' listening on http://{}:{} with {} slot(s)", cfg->instance,
+                     ep.address().to_string(), ep.port(), cfg->slots);
+        if (!cfg->token.empty()) {
+          spdlog::info("every request but /healthz needs the bearer token of {}", cfg->token_file);
+        }
+        spdlog::info("per slot of its weight a lease may ask up to {} MB of memory, {} CPUs, {} pids and {} MB of "
+                     "disk; ttl_s up to {} s (docs/sizing.md)",
+                     cfg->per_slot.memory_mb, cfg->per_slot.cpus, cfg->per_slot.pids, cfg->per_slot.disk_mb,
+                     cfg->max_ttl_s);
+        if (cfg->allow_host_network) {
+          spdlog::warn("--allow-host-network: sandboxes may share this host's network, loopback services included");
+        }
+        if (cfg->idle_exit_s > 0) {
+          spdlog::info("stopping after {} s with no lease, fixture or connection (--idle-exit)", cfg->idle_exit_s);
+          asio::co_spawn(ioc, idle_watch(), asio::detached);
+        }
+        co_await server->run();
+      },
+      [&](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::critical("{}", ex.what());
+        }
+        stop(1);
+      });
+
+  ioc.run();
+  // Whatever is still suspended goes now, while the service it points into is alive.
+  ioc.destroy_pending_work();
+  return exit_code;
+}
+
+}  // namespace sandlot::orchestrator
