@@ -106,6 +106,11 @@ asio::awaitable<void> http_session(asio::ip::tcp::socket socket, router& r, sess
     // The handler may long-poll; the read timeout applies to reading, not to our answer.
     stream.expires_never();
     auto req = parser.release();
+    if (const auto* takeover = r.stream_for(req)) {
+      // The streaming seam: the route owns the connection from here and closes it by returning.
+      co_await (*takeover)(stream, req);
+      break;
+    }
     http_response res;
     if (abandon_with_client(req)) {
       using namespace asio::experimental::awaitable_operators;

@@ -1,5 +1,6 @@
 #include "router.hpp"
 
+#include "metrics_text.hpp"
 #include "run_report.hpp"
 
 #include <algorithm>
@@ -259,6 +260,16 @@ bool router::authorized(const http_request& req) const {
   return diff == 0;
 }
 
+void router::add_stream(std::string path, stream_handler h) { streams_[std::move(path)] = std::move(h); }
+
+const stream_handler* router::stream_for(const http_request& req) const {
+  if (streams_.empty() || req.method() != http::verb::get) return nullptr;
+  const std::string_view target = req.target();
+  auto it = streams_.find(target.substr(0, target.find('?')));
+  if (it == streams_.end() || !refusal(req).empty() || !authorized(req)) return nullptr;
+  return &it->second;
+}
+
 asio::awaitable<http_response> router::handle(const http_request& req) {
   if (auto why = refusal(req); !why.empty()) {
     co_return error_response(errc::forbidden, why, req.version(), false);
@@ -331,7 +342,7 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
   }
   if (seg.size() == 1 && seg[0] == "metrics") {
     if (method != http::verb::get) method_not_allowed(req, "GET");
-    co_return make_response(200, service_.metrics_text(), "text/plain; version=0.0.4", req.version(),
+    co_return make_response(200, render_metrics(service_.metrics()), "text/plain; version=0.0.4", req.version(),
                             req.keep_alive());
   }
   if (seg.empty() || seg[0] != "v1") {
@@ -420,7 +431,16 @@ asio::awaitable<http_response> router::dispatch(const http_request& req) {
   }
   if (seg.size() == 2 && seg[1] == "runs") {
     if (method != http::verb::get) method_not_allowed(req, "GET");
-    co_return json_response(200, service_.runs(), req);
+    auto listing = json::array();
+    for (const auto& r : service_.runs()) {
+      listing.push_back({{"run", r.run},
+                         {"started_at", r.started_at},
+                         {"leases", r.leases},
+                         {"live_leases", r.live_leases},
+                         {"fixtures", r.fixtures},
+                         {"ended", r.ended}});
+    }
+    co_return json_response(200, listing, req);
   }
   if (seg.size() >= 3 && seg[1] == "runs") {
     const std::string id(seg[2]);

@@ -7,9 +7,11 @@
 #include <vector>
 
 #include <functional>
+#include <map>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -34,6 +36,13 @@ struct access_policy {
   std::vector<std::string> allowed_origins;
 };
 
+/// A route that takes the connection over (server-sent events, a WebSocket): it writes its own
+/// response head and body for as long as it likes, and the connection closes when it returns. As
+/// Beast's advanced server hands its socket to a WebSocket session, http_session hands its stream
+/// to this once the access policy has let the request through.
+using stream_handler =
+    std::function<boost::asio::awaitable<void>(boost::beast::tcp_stream& stream, const http_request& req)>;
+
 class router {
  public:
   explicit router(lease_service& service, std::string token = {})
@@ -41,6 +50,12 @@ class router {
   router(lease_service& service, access_policy policy) : service_(service), policy_(std::move(policy)) {}
   /// Never throws: every failure becomes an error response.
   boost::asio::awaitable<http_response> handle(const http_request& req);
+
+  /// Registers a streaming route for GET `path` (exact, query string ignored).
+  void add_stream(std::string path, stream_handler h);
+  /// The streaming route that takes `req` over, or null: no such route, or the access policy
+  /// refuses the request (handle() then answers it with the reason).
+  const stream_handler* stream_for(const http_request& req) const;
 
  private:
   boost::asio::awaitable<http_response> dispatch(const http_request& req);
@@ -52,6 +67,7 @@ class router {
   boost::asio::awaitable<std::string> off_loop(std::function<std::string()> render);
   lease_service& service_;
   access_policy policy_;
+  std::map<std::string, stream_handler, std::less<>> streams_;
   boost::asio::thread_pool renderer_{1};
 };
 

@@ -109,6 +109,10 @@ asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entr
     } catch (const api_error& ex) {
       result->error = ex.message();
       result->code = ex.code() == errc::engine_unavailable ? errc::engine_unavailable : errc::image_pull_failed;
+    } catch (const provider_error& ex) {
+      // A hung engine is its own error: the lease says engine_unavailable, not a bad image.
+      result->error = ex.what();
+      if (ex.reason() == provider_failure::timed_out) result->code = errc::engine_unavailable;
     } catch (const std::exception& ex) {
       result->error = ex.what();
     }

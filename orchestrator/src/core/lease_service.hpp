@@ -1,6 +1,11 @@
-// The lease lifecycle: queued → pulling → starting → ready → released (or failed / expired).
-// It ties the broker (slots), the image gate (pulls) and the provider (sandboxes) together, wakes
-// long-polls on every state change, and reaps leases whose client stopped heartbeating.
+// The lease core's front: the API layer calls these, one per endpoint. It owns the leases and
+// ties the broker (slots), the image gate (pulls), the provider (sandboxes), the fixtures and the
+// runs together; every state change is published on the event hub.
+//
+// Where things are:
+//   lease_service.cpp    requests: create, get, renew, release, commands, fixtures, runs, status
+//   lease_lifecycle.cpp  admission, start-up (gate, create), and the end of a lease
+//   housekeeping.cpp     the reaper (expiry), the orphan sweep, prepulls and shutdown
 //
 // Every member runs on one io_context thread: no locks, and no state is touched across threads.
 #pragma once
@@ -12,6 +17,8 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -21,11 +28,16 @@
 
 #include "async_event.hpp"
 #include "broker.hpp"
+#include "commands.hpp"
+#include "event_hub.hpp"
+#include "fixture_registry.hpp"
 #include "image_gate.hpp"
-#include "service_options.hpp"
-#include "metrics.hpp"
+#include "lease.hpp"
+#include "run_registry.hpp"
 #include "run_timeline.hpp"
 #include "sandbox_provider.hpp"
+#include "service_options.hpp"
+#include "telemetry.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -36,14 +48,15 @@ class lease_service {
   lease_service(boost::asio::any_io_executor ex, sandbox_provider& provider, service_options opts);
   ~lease_service();
 
-  /// Negotiates with the engine, removes what an earlier instance left, starts prepulls and the
-  /// reaper. Throws if the engine cannot be reached.
+  /// Connects to the provider, removes what an earlier instance left, starts prepulls, the reaper
+  /// and the orphan sweep. Throws if the provider cannot be reached.
   boost::asio::awaitable<void> start();
   /// Fails queued leases, removes every sandbox, stops the reaper.
   boost::asio::awaitable<void> shutdown();
 
   bool ready() const noexcept { return prepull_done_; }
   const service_options& options() const noexcept { return opts_; }
+  event_hub& events() noexcept { return events_; }
 
   /// POST /v1/leases. Second of the pair: false when request_id matched an existing lease.
   std::pair<protocol::lease_view, bool> create(protocol::lease_request req);
@@ -59,7 +72,6 @@ class lease_service {
   boost::asio::awaitable<std::string> read_file(const std::string& id, std::string path);
   /// DELETE /v1/leases/{id}: returns once the sandbox is gone and the slots are back.
   boost::asio::awaitable<protocol::lease_view> release(const std::string& id);
-
   /// POST /v1/leases/{id}/outcome: the test's result, for the run report (any state).
   void set_outcome(const std::string& id, const std::string& outcome);
 
@@ -82,107 +94,86 @@ class lease_service {
 
   /// GET /v1/runs/{id}.
   run_timeline run(const std::string& id) const;
-  /// GET /v1/runs: every run still remembered, newest last.
-  nlohmann::json runs() const;
+  /// GET /v1/runs: every run still remembered, oldest first.
+  std::vector<run_listing> runs() const { return runs_.list(); }
   /// DELETE /v1/runs/{id}: the run is over; its fixtures are torn down now.
   boost::asio::awaitable<run_timeline> end_run(const std::string& id);
 
   protocol::status_view status() const;
+  /// What /metrics shows.
+  core_metrics metrics() const;
   /// True when nothing is in use: no lease queued, starting or held, no fixture alive and no
   /// fixture being built. --idle-exit stops the daemon only then.
   bool idle() const;
-  std::string metrics_text() const;
 
  private:
-  struct lease;
-  using lease_ptr = std::shared_ptr<lease>;
-  struct fixture;
-  using fixture_ptr = std::shared_ptr<fixture>;
-  struct run_record {
-    std::string id;
-    clock::time_point first_queued;
-    std::chrono::system_clock::time_point started_wall;
-    clock::time_point last_activity;
-    std::vector<lease_ptr> leases;
-    std::vector<fixture_ptr> fixtures;
-    bool ended = false;
-    bool trimmed = false;  // its oldest lease records were dropped (max_run_records)
-    std::map<std::string, std::string> images;  // reference → image id, fixed by its first lease
-  };
-
+  // --- requests (lease_service.cpp)
   /// 403 for host network when not allowed; 400 naming the field and limit for more than
   /// `weight` slots' share of memory, CPUs, pids or disk.
   void check_asks(protocol::network_mode network, int weight, std::int64_t memory_mb, double cpus, int pids,
                   std::int64_t disk_mb, std::string_view what) const;
+  /// 400/429/503 for a request this daemon cannot queue, before anything is recorded.
+  void check_request(const protocol::lease_request& req) const;
   lease_ptr find(const std::string& id) const;
-  /// The lease, if it is ready for commands (410 if it ended, 409 while not ready yet); a heartbeat.
-  lease_ptr ready_lease(const std::string& id);
+  /// The lease if it may run commands (410 if it ended or is ending, 409 while not ready); a heartbeat.
+  lease_ptr commandable(const std::string& id);
   struct busy_guard;
   /// 410 lease_gone for a final lease, with the reason it ended.
   static protocol::api_error gone(const lease& l);
   /// 410 lease_gone for a lease whose end has begun (its sandbox is being removed).
   static protocol::api_error ending(const lease& l);
   protocol::lease_view view(const lease& l) const;
+  void heartbeat(lease& l);
+  std::string next_lease_name(const protocol::lease_request& req);
+
+  // --- lifecycle (lease_lifecycle.cpp)
+  /// The one way a lease's stage changes; refuses a move the picture in lease.hpp does not draw.
+  void move_to(lease& l, lease_stage to);
+  /// The API-visible state; publishes it and wakes the lease's waiters.
   void set_state(lease& l, protocol::lease_state s, std::optional<std::string> waiting_for);
-  void touch(lease& l);
-  void pump();
-  boost::asio::awaitable<void> lifecycle(lease_ptr l);
+  /// Starts every queued lease the broker can admit now, and fails lock-cycle waiters.
+  void admit_waiting();
+  boost::asio::awaitable<void> start_up(lease_ptr l);
+  /// Returns once an end was asked for during the lease's start-up.
+  boost::asio::awaitable<void> until_stopped(lease_ptr l);
+  boost::asio::awaitable<void> pass_gate(lease_ptr l);
+  boost::asio::awaitable<void> make_sandbox(lease_ptr l);
+  /// Why a start-up failed, as the lease's end.
+  end_request start_failure(const lease& l, std::exception_ptr failure);
   /// The image id the run's leases of `image` are made from: looked up once per run.
   boost::asio::awaitable<std::string> pinned_image(std::string run, std::string image);
-  boost::asio::awaitable<void> finish(lease_ptr l, protocol::lease_state final_state,
-                                      std::optional<protocol::error_body> error);
-  boost::asio::awaitable<void> end_lease(lease_ptr l, protocol::lease_state final_state,
-                                         std::optional<protocol::error_body> error);
+  /// Ends a lease whoever owns it now (its start-up, or nobody) and waits until it is final.
+  boost::asio::awaitable<void> request_end(lease_ptr l, end_request end);
+  /// Removes the sandbox, gives the slots back and makes the lease final.
+  boost::asio::awaitable<void> tear_down(lease_ptr l, end_request end);
+  boost::asio::awaitable<void> remove_sandbox_of(lease_ptr l);
+
+  // --- housekeeping (housekeeping.cpp)
   boost::asio::awaitable<void> reaper();
+  void expire_overdue(clock::time_point now);
+  void forget_old(clock::time_point now);
   boost::asio::awaitable<void> sweeper();
   boost::asio::awaitable<void> sweep_orphans();
-  boost::asio::awaitable<void> remove_orphan(std::string container_id, std::string lease_id);
+  boost::asio::awaitable<void> remove_orphan(std::string sandbox_id, std::string lease_id);
   boost::asio::awaitable<void> prepull();
-  std::string next_lease_name(const protocol::lease_request& req);
-  boost::asio::awaitable<protocol::exec_result> exec_in(std::string container_id, std::string what,
-                                                        protocol::exec_request req);
-
-  fixture_ptr find_fixture(const std::string& id) const;
-  fixture_ptr live_fixture(const std::string& run, const std::string& name) const;
-  protocol::fixture_view fixture_view_for(const fixture& f, const std::string& lease_id) const;
-  /// Makes (or remakes, after its creator left) the fixture's sandbox for its first holder.
-  boost::asio::awaitable<void> build_fixture(fixture_ptr f);
-  boost::asio::awaitable<protocol::sandbox_info> make_fixture_sandbox(std::string fixture_id, std::string name,
-                                                                      protocol::lease_request spec);
-  boost::asio::awaitable<void> teardown_fixture(fixture_ptr f, std::string reason);
-  void drop_fixture_hold(const fixture_ptr& f, const std::string& lease_id);
-  /// Removes a container; on failure logs "<what> failed: <reason>" and returns false.
-  boost::asio::awaitable<bool> remove_or_log(std::string container_id, std::string what);
-  std::optional<int> pick_port();
-  void prune_runs(clock::time_point now);
 
   boost::asio::any_io_executor ex_;
   sandbox_provider& provider_;
   service_options opts_;
+  event_hub events_;
+  lease_telemetry telemetry_{events_};
   broker broker_;
   image_gate gate_;
+  command_runner commands_;
+  run_registry runs_;
+  fixture_registry fixtures_;
   std::map<std::string, lease_ptr> leases_;
   std::map<std::string, std::string> by_request_id_;  // run + request_id → lease id
-  std::map<std::string, run_record> runs_;
-  std::map<std::string, fixture_ptr> fixtures_;  // by id, gone ones until their run is forgotten
-  std::vector<int> ports_in_use_;
-  std::set<std::string> orphans_in_removal_;  // container ids the sweep is removing now
+  std::set<std::string> orphans_in_removal_;  // sandbox ids the sweep is removing now
   static constexpr std::size_t max_gate_images = 256;  // images the gate remembers beyond busy ones
-  int fixture_builds_ = 0;  // build_fixture calls in progress; shutdown waits for them
-  int next_port_ = 0;
   std::uint64_t name_counter_ = 0;
   bool prepull_done_ = false;
   bool shutting_down_ = false;
-  bool reaper_running_ = false;
-  async_event reaper_stopped_;
-  async_event idle_;  // notified whenever a lease becomes final
-
-  // Telemetry.
-  std::map<protocol::lease_state, std::uint64_t> leases_total_;  // by final state
-  std::uint64_t leases_created_ = 0;
-  histogram wait_seconds_{default_latency_buckets()};   // queued → admitted (slot wait)
-  histogram ready_seconds_{default_latency_buckets()};  // admitted → ready (gate + start)
-  histogram pull_wait_seconds_{default_latency_buckets()};  // time at the gate
 };
 
 }  // namespace sandlot::orchestrator

@@ -1,0 +1,39 @@
+#include "metrics_text.hpp"
+
+#include <fmt/format.h>
+
+namespace sandlot::orchestrator {
+
+using protocol::lease_state;
+
+std::string render_metrics(const core_metrics& m) {
+  std::string out;
+  render_metric(out, "sandlot_slots_total", "gauge", "Slot budget (--slots).", m.slots_total);
+  render_metric(out, "sandlot_slots_in_use", "gauge", "Slots held by admitted leases.", m.slots_in_use);
+  render_metric(out, "sandlot_queue_length", "gauge", "Leases waiting for slots.", m.queue_length);
+  render_metric(out, "sandlot_ready", "gauge", "1 once every prepull finished.", m.ready ? 1 : 0);
+  out += "# HELP sandlot_leases Live leases by state.\n# TYPE sandlot_leases gauge\n";
+  for (auto s : {lease_state::queued, lease_state::pulling, lease_state::starting, lease_state::ready}) {
+    auto it = m.live.find(s);
+    out += fmt::format("sandlot_leases{{state=\"{}\"}} {}\n", protocol::to_string(s), it == m.live.end() ? 0 : it->second);
+  }
+  out += "# HELP sandlot_leases_ended_total Leases that ended, by final state.\n"
+         "# TYPE sandlot_leases_ended_total counter\n";
+  for (auto s : {lease_state::released, lease_state::failed, lease_state::expired}) {
+    auto it = m.counts->ended.find(s);
+    out += fmt::format("sandlot_leases_ended_total{{state=\"{}\"}} {}\n", protocol::to_string(s),
+                       it == m.counts->ended.end() ? 0 : it->second);
+  }
+  render_metric(out, "sandlot_leases_created_total", "counter", "Leases created.",
+                static_cast<double>(m.counts->created));
+  render_metric(out, "sandlot_pulls_started_total", "counter", "Pull attempts sent to the engine.",
+                static_cast<double>(m.pulls_started));
+  render_metric(out, "sandlot_pulls_failed_total", "counter", "Pull attempts that failed.",
+                static_cast<double>(m.pulls_failed));
+  m.counts->wait_seconds.render(out, "sandlot_lease_wait_seconds", "Time a lease waited for slots (queued to admitted).");
+  m.counts->gate_seconds.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
+  m.counts->ready_seconds.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");
+  return out;
+}
+
+}  // namespace sandlot::orchestrator

@@ -1,0 +1,84 @@
+// The runs the daemon remembers: each run's leases and fixtures in order (its timeline), the image
+// ids its leases are pinned to, and when it was last active. Forgotten a while after it goes
+// idle (--keep-runs), or when more than --keep-runs-count are remembered.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fixture.hpp"
+#include "lease.hpp"
+#include "run_timeline.hpp"
+#include "service_options.hpp"
+
+namespace sandlot::orchestrator {
+
+using lease_ptr = std::shared_ptr<lease>;
+
+/// One line of GET /v1/runs.
+struct run_listing {
+  std::string run;
+  std::string started_at;  // UTC, ISO 8601
+  std::size_t leases = 0;
+  std::size_t live_leases = 0;
+  std::size_t fixtures = 0;
+  bool ended = false;
+};
+
+class run_registry {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  explicit run_registry(const service_options& opts) : opts_(opts) {}
+
+  /// Adds a new lease to its run (starting the run on its first record); beyond max_run_records
+  /// the run's oldest ended lease record goes.
+  void add_lease(const lease_ptr& l);
+  void add_fixture(const fixture_ptr& f);
+  void touch(const std::string& run, clock::time_point when);
+
+  /// The image id the run's leases of `image` are made from, once one was pinned.
+  std::optional<std::string> pinned(const std::string& run, const std::string& image) const;
+  /// Pins `image` to `id` unless a lease of the run got there first; returns the id to use.
+  std::string pin(const std::string& run, const std::string& image, std::string id);
+  /// The image went away from the engine: the run's next lease pins it anew.
+  void unpin(const std::string& run, const std::string& image);
+
+  /// Forgets idle runs past keep_runs, then the least recently active beyond keep_runs_count.
+  /// `forget_fixture` is told of each fixture that goes with its run.
+  void prune(clock::time_point now, const std::function<void(const std::string& fixture_id)>& forget_fixture);
+
+  bool exists(const std::string& run) const { return runs_.count(run) != 0; }
+  /// 404 (api_error) for a run not remembered.
+  run_timeline timeline(const std::string& run, int slots_total) const;
+  std::vector<run_listing> list() const;
+  std::vector<fixture_ptr> fixtures_of(const std::string& run) const;
+  void mark_ended(const std::string& run);
+
+ private:
+  struct record {
+    std::string id;
+    clock::time_point first_queued;
+    std::chrono::system_clock::time_point started_wall;
+    clock::time_point last_activity;
+    std::vector<lease_ptr> leases;
+    std::vector<fixture_ptr> fixtures;
+    bool ended = false;
+    bool trimmed = false;  // its oldest lease records were dropped (max_run_records)
+    std::map<std::string, std::string> images;  // reference → image id, fixed by its first lease
+    bool live() const;
+  };
+  record& open(const std::string& run, clock::time_point when);
+  const record& find(const std::string& run) const;
+
+  const service_options& opts_;
+  std::map<std::string, record> runs_;
+};
+
+}  // namespace sandlot::orchestrator

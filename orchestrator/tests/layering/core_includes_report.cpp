@@ -1,0 +1,2 @@
+// Layering probe (docs/architecture.md): the core does not render; this must not compile.
+#include "run_report.hpp"
