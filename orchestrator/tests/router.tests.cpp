@@ -1,5 +1,5 @@
 // The router's bearer-token check, without an engine: /v1/status and /metrics are answered from
-// memory, so a lease service that never reaches its engine is enough.
+// memory, so a lease service on the fake provider is enough.
 #include <catch2/catch.hpp>
 
 #include <optional>
@@ -10,9 +10,8 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
-#include "docker_client.hpp"
-#include "docker_provider.hpp"
 #include "lease_service.hpp"
+#include "support/fake_provider.hpp"
 #include "router.hpp"
 
 namespace {
@@ -20,13 +19,12 @@ namespace {
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using namespace sandlot::orchestrator;
+using sandlot::orchestrator::testing::fake_provider;
 
 class auth_fixture {
  public:
   explicit auth_fixture(std::string token)
-      : engine_(ioc_.get_executor(), engine_address::parse("unix:///nonexistent/sandlot-test.sock")),
-        provider_(engine_, "router-test"),
-        service_(ioc_.get_executor(), provider_, service_options{}),
+      : service_(ioc_.get_executor(), provider_, service_options{}),
         router_(service_, std::move(token)) {}
 
   http_response call(std::string target, std::optional<std::string> authorization = std::nullopt) {
@@ -42,8 +40,7 @@ class auth_fixture {
 
  private:
   asio::io_context ioc_;
-  docker_client engine_;
-  docker_provider provider_;
+  fake_provider provider_;
   lease_service service_;
   router router_;
 };

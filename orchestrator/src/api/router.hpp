@@ -15,12 +15,11 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "http_types.hpp"
 #include "lease_service.hpp"
+#include "route_table.hpp"
 
 namespace sandlot::orchestrator {
-
-using http_request = boost::beast::http::request<boost::beast::http::string_body>;
-using http_response = boost::beast::http::response<boost::beast::http::string_body>;
 
 /// Who may talk to the daemon. A web page can make a browser send requests to loopback: a
 /// foreign `Host` (DNS rebinding) or any `Origin` marks such a request, and a page cannot send
@@ -47,7 +46,7 @@ class router {
  public:
   explicit router(lease_service& service, std::string token = {})
       : router(service, access_policy{std::move(token), {}, {}}) {}
-  router(lease_service& service, access_policy policy) : service_(service), policy_(std::move(policy)) {}
+  router(lease_service& service, access_policy policy);
   /// Never throws: every failure becomes an error response.
   boost::asio::awaitable<http_response> handle(const http_request& req);
 
@@ -56,17 +55,21 @@ class router {
   /// The streaming route that takes `req` over, or null: no such route, or the access policy
   /// refuses the request (handle() then answers it with the reason).
   const stream_handler* stream_for(const http_request& req) const;
+  /// Every route as "METHOD /pattern" (docs/api.md; the OpenAPI check of issue 13).
+  std::vector<std::string> routes() const { return routes_.list(); }
+
+  /// Runs `render` (a run's report, which grows with the run) on a worker thread, so a big report
+  /// does not stall every other request and the reaper on the daemon's one thread.
+  boost::asio::awaitable<std::string> off_loop(std::function<std::string()> render);
 
  private:
   boost::asio::awaitable<http_response> dispatch(const http_request& req);
   bool authorized(const http_request& req) const;
   /// Why the policy refuses `req` before any route sees it (Host, Origin), or empty.
   std::string refusal(const http_request& req) const;
-  /// Runs `render` (a run's report, which grows with the run) on a worker thread, so a big report
-  /// does not stall every other request and the reaper on the daemon's one thread.
-  boost::asio::awaitable<std::string> off_loop(std::function<std::string()> render);
   lease_service& service_;
   access_policy policy_;
+  route_table routes_;
   std::map<std::string, stream_handler, std::less<>> streams_;
   boost::asio::thread_pool renderer_{1};
 };

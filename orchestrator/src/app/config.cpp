@@ -163,6 +163,15 @@ std::string read_token_file(const std::string& path) {
   return checked_token(std::move(token), fmt::format("--token-file {}", path));
 }
 
+std::string resolve_token(const std::string& token_file) {
+  if (!token_file.empty()) return read_token_file(token_file);
+  // The clients' variable: a service container gets its token as a secret in the environment.
+  if (const char* env = std::getenv("SANDLOT_TOKEN"); env != nullptr && *env != '\0') {
+    return checked_token(env, "SANDLOT_TOKEN");
+  }
+  return {};
+}
+
 int parse_duration_s(const std::string& text, const std::string& what) {
   const auto bad = [&] {
     return std::runtime_error(fmt::format("{} '{}' is not a duration; give seconds (600 or 600s), minutes (10m) or "
@@ -404,12 +413,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                                            c.config_file, c.log_level));
     }
   }
-  if (!c.token_file.empty()) {
-    c.token = read_token_file(c.token_file);
-  } else if (const char* env = std::getenv("SANDLOT_TOKEN"); env != nullptr && *env != '\0') {
-    // The clients' variable: a service container gets its token as a secret in the environment.
-    c.token = checked_token(env, "SANDLOT_TOKEN");
-  }
+  c.token = resolve_token(c.token_file);
   if (c.listen.empty()) {
     // The container image sets SANDLOT_IN_CONTAINER: there the job reaches the daemon through a
     // published port, so it must listen on every address of the container, and that needs a token.

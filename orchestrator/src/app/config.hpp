@@ -69,6 +69,10 @@ std::string read_token_file(const std::string& path);
 /// over 4096 bytes, or holding characters an HTTP header cannot carry.
 std::string checked_token(std::string text, const std::string& source);
 
+/// The bearer token the daemon (and `orchestratord health`) uses: the token file's when one is
+/// named, else SANDLOT_TOKEN's, else none. Throws as the two above.
+std::string resolve_token(const std::string& token_file);
+
 /// Seconds in a duration such as 600, 600s, 10m, 1h or 0 (off). Throws std::runtime_error saying
 /// what is accepted.
 int parse_duration_s(const std::string& text, const std::string& what);

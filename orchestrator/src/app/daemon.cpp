@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <iostream>
 #include <string_view>
+#include <utility>
+#include <variant>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -69,7 +71,6 @@ int health_main(int argc, char** argv) {
   };
   std::string listen = env_or("SANDLOT_LISTEN", "127.0.0.1:7345");
   std::string token_file = env_or("SANDLOT_TOKEN_FILE", "");
-  const std::string env_token = env_or("SANDLOT_TOKEN", "");
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string_view flag = argv[i];
     if (flag == "--listen") {
@@ -90,9 +91,7 @@ int health_main(int argc, char** argv) {
   o.url = fmt::format("http://{}:{}", host, port);
   o.request_timeout = std::chrono::seconds(3);
   try {
-    o.token = !token_file.empty()  ? read_token_file(token_file)
-              : !env_token.empty() ? checked_token(env_token, "SANDLOT_TOKEN")
-                                   : std::string();
+    o.token = resolve_token(token_file);
     const sandlot::client::client c(o);
     const auto res = c.request("GET", "/readyz");
     if (res.status == 200) {
@@ -106,164 +105,186 @@ int health_main(int argc, char** argv) {
   return 1;
 }
 
+/// The daemon's configuration and engine address, or the exit code when it must not run.
+std::variant<std::pair<daemon_config, engine_address>, int> configure(int argc, char** argv) {
+  try {
+    auto cfg = parse_config(argc, argv);
+    if (!cfg) return 0;
+    auto addr = engine_address::parse(cfg->docker_host.empty() ? engine_address::default_spec() : cfg->docker_host);
+    return std::pair{std::move(*cfg), std::move(addr)};
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
+}
+
+void start_logging(const daemon_config& cfg, const engine_address& engine_addr) {
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  use_log_format(cfg.log_format);
+  if (!cfg.slots_auto) return;
+  spdlog::info("{}", cfg.slots_explanation);
+  // The sandboxes run where the engine runs; auto measured the host this daemon runs on.
+  if (engine_addr.type == engine_address::kind::tcp && !is_loopback(engine_addr.host)) {
+    spdlog::warn("slots auto measured this host, but the engine at {} is elsewhere; give --slots N "
+                 "for the engine's host (docs/sizing.md)",
+                 engine_addr.to_string());
+  }
+}
+
+void announce(const daemon_config& cfg, const asio::ip::tcp::endpoint& ep) {
+  spdlog::info("orchestratord '{}' listening on http://{}:{} with {} slot(s)", cfg.instance, ep.address().to_string(),
+               ep.port(), cfg.slots);
+  if (!cfg.token.empty()) spdlog::info("every request but /healthz needs the bearer token of {}", cfg.token_file);
+  spdlog::info("per slot of its weight a lease may ask up to {} MB of memory, {} CPUs, {} pids and {} MB of "
+               "disk; ttl_s up to {} s (docs/sizing.md)",
+               cfg.per_slot.memory_mb, cfg.per_slot.cpus, cfg.per_slot.pids, cfg.per_slot.disk_mb, cfg.max_ttl_s);
+  if (cfg.allow_host_network) {
+    spdlog::warn("--allow-host-network: sandboxes may share this host's network, loopback services included");
+  }
+  if (cfg.idle_exit_s > 0) {
+    spdlog::info("stopping after {} s with no lease, fixture or connection (--idle-exit)", cfg.idle_exit_s);
+  }
+}
+
+/// The daemon once wired: serving, its signals, its idle exit and its graceful stop.
+class running_daemon {
+ public:
+  running_daemon(owning_io_context& ioc, const daemon_config& cfg, lease_service& service, listener& server)
+      : ioc_(ioc), cfg_(cfg), service_(service), server_(server), signals_(ioc, SIGINT, SIGTERM) {}
+
+  int run() {
+    watch_signals();
+    asio::co_spawn(ioc_, serve(), [this](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::critical("{}", ex.what());
+      }
+      stop(1);
+    });
+    ioc_.run();
+    // Whatever is still suspended goes now, while the service it points into is alive.
+    ioc_.destroy_pending_work();
+    return exit_code_;
+  }
+
+ private:
+  asio::awaitable<void> serve() {
+    co_await service_.start();
+    announce(cfg_, server_.local_endpoint());
+    if (cfg_.idle_exit_s > 0) asio::co_spawn(ioc_, idle_watch(), asio::detached);
+    co_await server_.run();
+  }
+
+  /// A graceful stop removes every sandbox; an engine that hangs must not hold the daemon for
+  /// longer than --shutdown-timeout.
+  void stop(int code) {
+    if (stopping_) return;
+    stopping_ = true;
+    exit_code_ = code;
+    server_.stop();
+    asio::co_spawn(ioc_, bounded_shutdown(), [this](std::exception_ptr) { ioc_.stop(); });
+  }
+
+  asio::awaitable<void> bounded_shutdown() {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer limit(ioc_, std::chrono::seconds(cfg_.shutdown_timeout_s));
+    auto raced = co_await (service_.shutdown() || limit.async_wait(asio::use_awaitable));
+    if (raced.index() == 1) {
+      spdlog::error("shutdown did not finish within {} s (--shutdown-timeout; is the engine hung?); exiting "
+                    "anyway: a restart with instance '{}' removes what is left",
+                    cfg_.shutdown_timeout_s, cfg_.instance);
+      exit_code_ = 1;
+    }
+  }
+
+  void watch_signals() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      if (stopping_) {
+        // Asked twice: the operator wants out now. What is left is removed by the next start.
+        spdlog::warn("received signal {} again; exiting now without cleaning up", sig);
+        spdlog::default_logger()->flush();
+        ::_exit(128 + sig);
+      }
+      spdlog::info("received signal {}; stopping (send it again to exit at once)", sig);
+      stop(0);
+      watch_signals();
+    });
+  }
+
+  /// --idle-exit: a daemon started on demand goes away once nothing has used it for that long.
+  /// Only when nothing is in use, so it removes nothing anyone holds.
+  asio::awaitable<void> idle_watch() {
+    using clock = std::chrono::steady_clock;
+    const auto idle_limit = std::chrono::seconds(cfg_.idle_exit_s);
+    const auto tick = std::clamp<clock::duration>(idle_limit / 10, std::chrono::seconds(1), std::chrono::seconds(10));
+    auto quiet_since = clock::now();
+    asio::steady_timer timer(ioc_);
+    while (!stopping_) {
+      timer.expires_after(tick);
+      co_await timer.async_wait(asio::use_awaitable);
+      const auto now = clock::now();
+      if (!service_.idle() || server_.open_connections() > 0) {
+        quiet_since = now;
+        continue;
+      }
+      quiet_since = std::max(quiet_since, server_.last_activity());
+      if (now - quiet_since >= idle_limit && !stopping_) {
+        spdlog::info("nothing used this daemon for {} s; stopping (--idle-exit)", cfg_.idle_exit_s);
+        stop(0);
+      }
+    }
+  }
+
+  owning_io_context& ioc_;
+  const daemon_config& cfg_;
+  lease_service& service_;
+  listener& server_;
+  asio::signal_set signals_;
+  int exit_code_ = 0;
+  bool stopping_ = false;
+};
+
 }  // namespace
 
 int run_daemon(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "health") return health_main(argc, argv);
-  std::optional<daemon_config> cfg;
-  engine_address engine_addr;
-  try {
-    cfg = parse_config(argc, argv);
-    if (!cfg) return 0;
-    engine_addr = engine_address::parse(cfg->docker_host.empty() ? engine_address::default_spec() : cfg->docker_host);
-  } catch (const std::exception& e) {
-    std::cerr << "orchestratord: " << e.what() << "\n";
-    return 2;
-  }
-  spdlog::set_level(spdlog::level::from_str(cfg->log_level));
-  use_log_format(cfg->log_format);
-  if (cfg->slots_auto) {
-    spdlog::info("{}", cfg->slots_explanation);
-    // The sandboxes run where the engine runs; auto measured the host this daemon runs on.
-    if (engine_addr.type == engine_address::kind::tcp && !is_loopback(engine_addr.host)) {
-      spdlog::warn("slots auto measured this host, but the engine at {} is elsewhere; give --slots N "
-                   "for the engine's host (docs/sizing.md)",
-                   engine_addr.to_string());
-    }
-  }
+  auto configured = configure(argc, argv);
+  if (const int* code = std::get_if<int>(&configured)) return *code;
+  auto& [cfg, engine_addr] = std::get<0>(configured);
+  start_logging(cfg, engine_addr);
   raise_fd_limit();
-
   // One daemon per instance on this host: a second one would remove the first one's sandboxes.
   std::optional<instance_lock> lock;
   try {
-    lock.emplace(cfg->instance);
+    lock.emplace(cfg.instance);
   } catch (const std::exception& e) {
     std::cerr << "orchestratord: " << e.what() << "\n";
     return 2;
   }
-
-  // One thread owns every piece of state; engine calls are asynchronous, so none blocks it.
+  // One thread owns every piece of state; engine calls are asynchronous, so none blocks it. The
+  // Docker provider is the one sandbox_provider today; the core sees only the interface.
   owning_io_context ioc{1};
   docker_client engine(ioc.get_executor(), engine_addr);
-  engine.set_call_timeout(std::chrono::seconds(cfg->engine_timeout_s));
-  docker_provider provider(engine, cfg->instance);
-  lease_service service(ioc.get_executor(), provider, cfg->service());
-  router api(service, access_policy{cfg->token, cfg->allow_hosts, cfg->allow_origins});
-
-  const std::string host = cfg->listen_host == "localhost" ? "127.0.0.1" : cfg->listen_host;
+  engine.set_call_timeout(std::chrono::seconds(cfg.engine_timeout_s));
+  docker_provider provider(engine, cfg.instance);
+  lease_service service(ioc.get_executor(), provider, cfg.service());
+  router api(service, access_policy{cfg.token, cfg.allow_hosts, cfg.allow_origins});
   std::optional<listener> server;
   try {
     session_limits limits;
-    limits.read_timeout = std::chrono::seconds(cfg->read_timeout_s);
-    limits.max_connections = cfg->max_connections;
-    server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg->listen_port), api,
+    limits.read_timeout = std::chrono::seconds(cfg.read_timeout_s);
+    limits.max_connections = cfg.max_connections;
+    const std::string host = cfg.listen_host == "localhost" ? "127.0.0.1" : cfg.listen_host;
+    server.emplace(ioc.get_executor(), asio::ip::tcp::endpoint(asio::ip::make_address(host), cfg.listen_port), api,
                    limits);
   } catch (const std::exception& e) {
     std::cerr << "orchestratord: " << e.what() << "\n";
     return 2;
   }
-
-  int exit_code = 0;
-  bool stopping = false;
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  auto stop = [&](int code) {
-    if (stopping) return;
-    stopping = true;
-    exit_code = code;
-    server->stop();
-    // A graceful stop removes every sandbox; an engine that hangs must not hold the daemon for
-    // longer than --shutdown-timeout.
-    asio::co_spawn(
-        ioc,
-        [&]() -> asio::awaitable<void> {
-          using namespace asio::experimental::awaitable_operators;
-          asio::steady_timer limit(ioc, std::chrono::seconds(cfg->shutdown_timeout_s));
-          auto raced = co_await (service.shutdown() || limit.async_wait(asio::use_awaitable));
-          if (raced.index() == 1) {
-            spdlog::error("shutdown did not finish within {} s (--shutdown-timeout; is the engine hung?); exiting "
-                          "anyway: a restart with instance '{}' removes what is left",
-                          cfg->shutdown_timeout_s, cfg->instance);
-            exit_code = 1;
-          }
-        },
-        [&](std::exception_ptr) { ioc.stop(); });
-  };
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                             int sig) {
-    if (ec) return;
-    if (stopping) {
-      // Asked twice: the operator wants out now. What is left is removed by the next start.
-      spdlog::warn("received signal {} again; exiting now without cleaning up", sig);
-      spdlog::default_logger()->flush();
-      ::_exit(128 + sig);
-    }
-    spdlog::info("received signal {}; stopping (send it again to exit at once)", sig);
-    stop(0);
-    signals.async_wait(on_signal);
-  };
-  signals.async_wait(on_signal);
-
-  // --idle-exit: a daemon started on demand goes away once nothing has used it for that long. Only
-  // when nothing is in use, so it removes nothing anyone holds.
-  auto idle_watch = [&]() -> asio::awaitable<void> {
-    using clock = std::chrono::steady_clock;
-    const auto idle_limit = std::chrono::seconds(cfg->idle_exit_s);
-    const auto tick = std::clamp<clock::duration>(idle_limit / 10, std::chrono::seconds(1), std::chrono::seconds(10));
-    auto quiet_since = clock::now();
-    asio::steady_timer timer(ioc);
-    while (!stopping) {
-      timer.expires_after(tick);
-      co_await timer.async_wait(asio::use_awaitable);
-      const auto now = clock::now();
-      if (!service.idle() || server->open_connections() > 0) {
-        quiet_since = now;
-        continue;
-      }
-      quiet_since = std::max(quiet_since, server->last_activity());
-      if (now - quiet_since >= idle_limit && !stopping) {
-        spdlog::info("nothing used this daemon for {} s; stopping (--idle-exit)", cfg->idle_exit_s);
-        stop(0);
-      }
-    }
-  };
-
-  asio::co_spawn(
-      ioc,
-      [&]() -> asio::awaitable<void> {
-        co_await service.start();
-        auto ep = server->local_endpoint();
-        spdlog::info("orchestratord '{}' listening on http://{}:{} with {} slot(s)", cfg->instance,
-                     ep.address().to_string(), ep.port(), cfg->slots);
-        if (!cfg->token.empty()) {
-          spdlog::info("every request but /healthz needs the bearer token of {}", cfg->token_file);
-        }
-        spdlog::info("per slot of its weight a lease may ask up to {} MB of memory, {} CPUs, {} pids and {} MB of "
-                     "disk; ttl_s up to {} s (docs/sizing.md)",
-                     cfg->per_slot.memory_mb, cfg->per_slot.cpus, cfg->per_slot.pids, cfg->per_slot.disk_mb,
-                     cfg->max_ttl_s);
-        if (cfg->allow_host_network) {
-          spdlog::warn("--allow-host-network: sandboxes may share this host's network, loopback services included");
-        }
-        if (cfg->idle_exit_s > 0) {
-          spdlog::info("stopping after {} s with no lease, fixture or connection (--idle-exit)", cfg->idle_exit_s);
-          asio::co_spawn(ioc, idle_watch(), asio::detached);
-        }
-        co_await server->run();
-      },
-      [&](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          spdlog::critical("{}", ex.what());
-        }
-        stop(1);
-      });
-
-  ioc.run();
-  // Whatever is still suspended goes now, while the service it points into is alive.
-  ioc.destroy_pending_work();
-  return exit_code;
+  return running_daemon(ioc, cfg, service, *server).run();
 }
 
 }  // namespace sandlot::orchestrator

@@ -135,9 +135,15 @@ asio::awaitable<void> lease_service::start_up(lease_ptr l) {
                l->sandbox->name);
 }
 
-asio::awaitable<void> lease_service::until_stopped(lease_ptr l) {
+asio::awaitable<void> lease_service::until_stopped(lease_ptr l, bool only_at_shutdown) {
   // (Re-checking each second covers a stop that lands before the waiter is registered.)
   while (l->stage == lease_stage::starting) co_await l->stop_requested.wait_until(clock::now() + 1s);
+  if (!only_at_shutdown) co_return;
+  while (!shutting_down_) co_await l->stop_requested.wait_until(clock::now() + 1s);
+  // A slow engine gets a moment to finish the create (its sandbox is then removed by id); one that
+  // stalls it does not hold the shutdown past its bound.
+  asio::steady_timer grace(ex_, std::min<clock::duration>(5s, opts_.shutdown_timeout / 3));
+  co_await grace.async_wait(asio::use_awaitable);
 }
 
 asio::awaitable<void> lease_service::pass_gate(lease_ptr l) {
@@ -146,7 +152,7 @@ asio::awaitable<void> lease_service::pass_gate(lease_ptr l) {
   if (!gate_.known_present(l->req.image)) set_state(*l, lease_state::pulling, "image");
   const auto gate_start = clock::now();
   // A release while waiting at the gate must not wait for someone else's pull to finish.
-  auto at_gate = co_await (capture(gate_.ensure(l->req.image)) || until_stopped(l));
+  auto at_gate = co_await (capture(gate_.ensure(l->req.image)) || until_stopped(l, false));
   if (at_gate.index() != 0) co_return;
   if (auto failure = std::get<0>(at_gate)) std::rethrow_exception(failure);
   l->pulled_at = clock::now();
@@ -160,12 +166,13 @@ asio::awaitable<void> lease_service::make_sandbox(lease_ptr l) {
   set_state(*l, lease_state::starting, "sandbox");
   // A create that the timeout cuts short may still land in the engine: tear_down removes by
   // lease, and the orphan sweep catches any that arrive later.
-  // A release or shutdown meanwhile does not wait for a slow create either (tear_down and the
-  // sweep remove what it makes).
+  // A release waits for the create, so that the sandbox it makes is removed by id. A shutdown
+  // waits a few seconds at most for an engine that stalls the create: tear_down then removes by
+  // label, the final sweep removes what landed, and the next start removes what lands later.
   using namespace asio::experimental::awaitable_operators;
   const sandbox_spec spec{l->id, l->name, l->req, image_id};
   const std::chrono::seconds limit(l->req.ready_timeout_s);
-  auto raced = co_await (capture(within(limit, provider_.create(spec))) || until_stopped(l));
+  auto raced = co_await (capture(within(limit, provider_.create(spec))) || until_stopped(l, true));
   if (raced.index() != 0) co_return;
   auto& [made, failure] = std::get<0>(raced);
   if (failure) std::rethrow_exception(failure);
@@ -277,6 +284,7 @@ asio::awaitable<void> lease_service::tear_down(lease_ptr l, end_request end) {
   // up to 1 MiB a lease.
   std::map<std::string, std::string>().swap(l->req.env);
   move_to(*l, lease_stage::ended);
+  --live_leases_;
   set_state(*l, end.final_state, std::nullopt);
   spdlog::info("lease {} {} after {:.3f}s", l->id, protocol::to_string(end.final_state),
                seconds_between(l->created_at, l->ended_at));

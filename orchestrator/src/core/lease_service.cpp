@@ -206,6 +206,7 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   // First: if it throws, nothing is left behind.
   broker_.enqueue(std::move(queued));
   leases_[l->id] = l;
+  ++live_leases_;
   runs_.add_lease(l);
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   events_.publish(event_kind::lease, l->id, std::string(protocol::to_string(l->state)), l->req.run);
@@ -389,8 +390,7 @@ asio::awaitable<run_timeline> lease_service::end_run(const std::string& id) {
 // --- status -----------------------------------------------------------------------------------
 
 bool lease_service::idle() const {
-  if (!fixtures_.idle()) return false;
-  return std::all_of(leases_.begin(), leases_.end(), [](const auto& kv) { return kv.second->ended(); });
+  return live_leases_ == 0 && fixtures_.idle();
 }
 
 protocol::status_view lease_service::status() const {

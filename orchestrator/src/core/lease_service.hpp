@@ -134,8 +134,9 @@ class lease_service {
   /// Starts every queued lease the broker can admit now, and fails lock-cycle waiters.
   void admit_waiting();
   boost::asio::awaitable<void> start_up(lease_ptr l);
-  /// Returns once an end was asked for during the lease's start-up.
-  boost::asio::awaitable<void> until_stopped(lease_ptr l);
+  /// Returns once an end was asked for during the lease's start-up (`only_at_shutdown`: and the
+  /// daemon has been shutting down for a few seconds).
+  boost::asio::awaitable<void> until_stopped(lease_ptr l, bool only_at_shutdown);
   boost::asio::awaitable<void> pass_gate(lease_ptr l);
   boost::asio::awaitable<void> make_sandbox(lease_ptr l);
   /// Why a start-up failed, as the lease's end.
@@ -172,6 +173,7 @@ class lease_service {
   std::set<std::string> orphans_in_removal_;  // sandbox ids the sweep is removing now
   static constexpr std::size_t max_gate_images = 256;  // images the gate remembers beyond busy ones
   std::uint64_t name_counter_ = 0;
+  std::size_t live_leases_ = 0;  // created and not yet ended: idle() without a scan
   bool prepull_done_ = false;
   bool shutting_down_ = false;
 };
