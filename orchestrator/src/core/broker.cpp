@@ -47,10 +47,10 @@ void broker::enqueue(request r) {
 }
 
 std::string broker::self_deadlock(const request& r) const {
-  if (r.holder.empty()) return {};
+  if (r.test.empty()) return {};
   int held_slots = 0;
   for (const auto& [id, h] : admitted_) {
-    if (h.req.holder != r.holder) continue;
+    if (h.req.test != r.test) continue;
     held_slots += h.req.slots;
     for (const auto& want : r.locks) {
       for (const auto& have : h.req.locks) {
@@ -71,8 +71,8 @@ std::string broker::self_deadlock(const request& r) const {
 
 std::vector<std::string> broker::lock_cycle(std::string& why) const {
   if (locks_.empty()) return {};  // runs on every pump: nothing holds a lock, nobody waits for one
-  // A graph of holders (tests): an edge from the holder of a queued lease to the holder of an
-  // admitted lease keeping a lock from it. A holder with an admitted lease that waits is blocked for
+  // A graph of tests: an edge from the test of a queued lease to the test of an
+  // admitted lease keeping a lock from it. A test with an admitted lease that waits is blocked for
   // good if the edges lead back to it.
   struct edge {
     std::string to;
@@ -82,25 +82,25 @@ std::vector<std::string> broker::lock_cycle(std::string& why) const {
   };
   std::map<std::string, std::vector<edge>> edges;
   for (const auto& q : queue_) {
-    if (q.holder.empty() || holders_.count(q.holder) == 0) continue;  // it holds nothing while it waits
+    if (q.test.empty() || leases_of_test_.count(q.test) == 0) continue;  // it holds nothing while it waits
     for (const auto& want : q.locks) {
       for (const auto& [id, h] : admitted_) {
-        if (h.req.holder.empty() || h.req.holder == q.holder) continue;
+        if (h.req.test.empty() || h.req.test == q.test) continue;
         for (const auto& have : h.req.locks) {
           if (have.name == want.name && (have.exclusive || want.exclusive)) {
-            edges[q.holder].push_back(edge{h.req.holder, q.lease_id, want.name, id});
+            edges[q.test].push_back(edge{h.req.test, q.lease_id, want.name, id});
           }
         }
       }
     }
   }
-  // Depth-first search from each holder for a path back to a holder on the current path.
+  // Depth-first search from each test for a path back to a test on the current path.
   std::vector<const edge*> path;
   std::set<std::string> done;
-  std::function<bool(const std::string&, std::vector<std::string>&)> visit = [&](const std::string& holder,
+  std::function<bool(const std::string&, std::vector<std::string>&)> visit = [&](const std::string& test,
                                                                                   std::vector<std::string>& on_path) {
-    on_path.push_back(holder);
-    for (const auto& e : edges[holder]) {
+    on_path.push_back(test);
+    for (const auto& e : edges[test]) {
       path.push_back(&e);
       if (auto at = std::find(on_path.begin(), on_path.end(), e.to); at != on_path.end()) {
         // The cycle is the tail of the path from where it re-enters.
@@ -111,14 +111,14 @@ std::vector<std::string> broker::lock_cycle(std::string& why) const {
       path.pop_back();
     }
     on_path.pop_back();
-    done.insert(holder);
+    done.insert(test);
     return false;
   };
-  for (const auto& [holder, out] : edges) {
-    if (done.count(holder) != 0) continue;
+  for (const auto& [test, out] : edges) {
+    if (done.count(test) != 0) continue;
     std::vector<std::string> on_path;
     path.clear();
-    if (!visit(holder, on_path)) continue;
+    if (!visit(test, on_path)) continue;
     std::vector<std::string> leases;
     why.clear();
     for (const edge* e : path) {
@@ -195,7 +195,7 @@ void broker::take(const request& r, std::vector<admission>& out) {
   }
   slots_in_use_ += r.slots;
   add_uses(locks_, r.locks);
-  if (!r.holder.empty()) ++holders_[r.holder];
+  if (!r.test.empty()) ++leases_of_test_[r.test];
   tick_ += 2;  // even: served runs; odd: runs that came in between
   last_served_[r.run] = tick_;
   out.push_back(admission{r.lease_id, h.lanes});
@@ -208,7 +208,7 @@ void broker::take(const request& r, std::vector<admission>& out) {
 std::vector<broker::admission> broker::admit() {
   std::vector<admission> out;
   // One admission at a time, each by the rules in order, until nothing more fits: admitting a
-  // test's first lease can make its next one a holder's, and every admission turns the rotation.
+  // test's first lease can make its next one go ahead, and every admission turns the rotation.
   while (const request* pick = next_admissible()) take(*pick, out);
   if (!out.empty()) plan_.reset();
   return out;
@@ -218,8 +218,8 @@ const broker::request* broker::next_admissible() const {
   const auto order = fair_order();
   // Holders mid-test first, if their slots and locks are free now.
   for (const request* r : order) {
-    auto h = r->holder.empty() ? holders_.end() : holders_.find(r->holder);
-    if (h != holders_.end() && h->second > 0 && r->slots <= slots_free() && !blocked_lock(r->locks, nullptr)) {
+    auto h = r->test.empty() ? leases_of_test_.end() : leases_of_test_.find(r->test);
+    if (h != leases_of_test_.end() && h->second > 0 && r->slots <= slots_free() && !blocked_lock(r->locks, nullptr)) {
       return r;
     }
   }
@@ -258,8 +258,8 @@ bool broker::release(const std::string& lease_id) {
     }
     if (!use->second.exclusive && use->second.shared <= 0) locks_.erase(use);
   }
-  if (!h.req.holder.empty()) {
-    if (auto c = holders_.find(h.req.holder); c != holders_.end() && --c->second <= 0) holders_.erase(c);
+  if (!h.req.test.empty()) {
+    if (auto c = leases_of_test_.find(h.req.test); c != leases_of_test_.end() && --c->second <= 0) leases_of_test_.erase(c);
   }
   const std::string run = h.req.run;
   admitted_.erase(it);

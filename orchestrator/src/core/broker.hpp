@@ -16,8 +16,8 @@
 // mode of the same lock waits behind it. An exclusive waiter is therefore never starved by a stream
 // of shared holders.
 //
-// Holders. A lease whose holder (a test) already has an admitted lease goes ahead when its slots
-// and locks are free now, ignoring waiters' claims. Without it, a test taking a second sandbox
+// A test's next lease. A lease whose test (run and test name) already has an admitted lease goes
+// ahead when its slots and locks are free now, ignoring waiters' claims. Without it, a test taking a second sandbox
 // behind a wide lease (or behind a writer waiting for a lock the test reads) waits for that lease,
 // which waits for the test's first sandbox: a hold-and-wait deadlock.
 #pragma once
@@ -40,7 +40,7 @@ class broker {
     std::string lease_id;
     int slots = 1;
     std::string run;     // fairness unit; empty is a run of its own
-    std::string holder;  // who asks (run and test); empty: anonymous, never ahead of the queue
+    std::string test;    // who asks: run and test name; empty: anonymous, never ahead of the queue
     std::vector<lock_request> locks;
   };
   struct admission {
@@ -53,7 +53,7 @@ class broker {
   /// Appends a lease to its run's queue. Throws std::invalid_argument unless
   /// 1 <= slots <= slots_total(), or if a lock is named twice.
   void enqueue(request r);
-  /// Why `r` cannot be admitted until its own holder releases a lease, or empty: the holder's
+  /// Why `r` cannot be admitted until its own test releases a lease, or empty: the test's
   /// admitted leases hold a lock `r` wants in a conflicting mode, or leave too few slots for it.
   std::string self_deadlock(const request& r) const;
   /// A lock wait cycle between tests: test A holds lock X and waits for Y while test B holds Y and
@@ -115,7 +115,7 @@ class broker {
   std::map<std::string, unsigned long long> last_served_;  // run → tick of its last admission
   unsigned long long tick_ = 0;
   std::map<std::string, held> admitted_;     // lease id → what it holds
-  std::map<std::string, int> holders_;       // holder → admitted leases
+  std::map<std::string, int> leases_of_test_;  // test → its admitted leases
   std::map<std::string, lock_use> locks_;    // granted locks
   std::vector<bool> lane_busy_;
   mutable std::optional<plan> plan_;         // cache for position() and waiting_for()
