@@ -226,11 +226,9 @@ service_options daemon_config::service() const {
   return o;
 }
 
-std::optional<daemon_config> parse_config(int argc, char** argv) {
-  daemon_config c;
-  std::string slots_text = std::to_string(c.slots);
-  CLI::App app{"orchestratord: leases real container sandboxes to end-to-end tests within a slot budget"};
-  app.option_defaults()->always_capture_default();
+namespace {
+
+void add_listen_options(CLI::App& app, daemon_config& c, std::string& slots_text) {
   app.add_option("--slots", slots_text,
                  "Concurrency budget: sandboxes (lease weights) that may exist at once, or auto to derive "
                  "it from this host's CPUs and memory (logged at start; docs/sizing.md)")
@@ -246,6 +244,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_option("--docker-host", c.docker_host,
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
                  "unix:///var/run/docker.sock)");
+}
+
+void add_engine_options(CLI::App& app, daemon_config& c) {
   app.add_option("--prepull", c.prepull, "Image to pull at start; /readyz turns 200 once all are done (repeatable)");
   app.add_option("--allow-registry", c.allow_registries,
                  "Registry HOST[:PORT] the engine may pull from besides loopback ones (repeatable); "
@@ -264,6 +265,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
       ->check(range_of("--pull-deadline"));
   app.add_option("--instance", c.instance, "Name labelled on every sandbox; a restart with the same name "
                  "removes what the previous run left (default: orchestratord@LISTEN)");
+}
+
+void add_limit_options(CLI::App& app, daemon_config& c) {
   app.add_option("--allow-host", c.allow_hosts,
                  "Without --token-file, answer requests whose Host is NAME besides loopback names (repeatable; "
                  "also SANDLOT_ALLOW_HOSTS=NAME,NAME)");
@@ -305,6 +309,9 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   app.add_option("--shutdown-timeout", c.shutdown_timeout_s,
                  "Seconds a graceful stop may take (a hung engine); a second SIGTERM stops at once")
       ->check(range_of("--shutdown-timeout"));
+}
+
+void add_log_options(CLI::App& app, daemon_config& c, std::string& idle_exit_text) {
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -312,11 +319,13 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
                  "text: one line per event, UTC time, level, message; json: one JSON object per line "
                  "(time, level, msg) for log collectors")
       ->check(CLI::IsMember({"text", "json"}));
-  std::string idle_exit_text = "0";
   app.add_option("--idle-exit", idle_exit_text,
                  "Stop by itself after this long with no lease, fixture or connection (e.g. 10m, 600s; 0: never). "
                  "The daemon a client starts on demand runs with 10m")
       ->type_name("DURATION");
+}
+
+void bind_environment(CLI::App& app) {
   // Every setting also from the environment, SANDLOT_ and the flag's name (--max-pulls:
   // SANDLOT_MAX_PULLS), as a service container takes its settings: flags win over the environment,
   // the environment over the file. Lists take commas (SANDLOT_PREPULL=a:1,b:2).
@@ -328,91 +337,91 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
     opt->envname(env);
     if (opt->get_items_expected_max() > 1) opt->delimiter(',');
   }
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    return std::nullopt;
-  } catch (const CLI::ParseError& e) {
-    throw std::runtime_error(fmt::format("{}; run orchestratord --help", e.what()));
-  }
-  c.idle_exit_s = parse_duration_s(idle_exit_text, "--idle-exit");
-  if (slots_text == "auto") {
-    c.slots_auto = true;
-  } else {
-    c.slots = std::stoi(slots_text);  // checked above
-  }
+}
 
-  if (!c.config_file.empty()) {
-    toml::table t;
-    try {
-      t = toml::parse_file(c.config_file);
-    } catch (const toml::parse_error& e) {
-      throw std::runtime_error(fmt::format("config file {}: {} (line {})", c.config_file, e.description(),
-                                           e.source().begin.line));
-    }
-    slots_from_toml(t, app, c);
-    from_toml(t, "listen", app, "--listen", c.listen);
-    from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
-    from_toml(t, "prepull", app, "--prepull", c.prepull);
-    from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
-    from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
-    from_toml(t, "max_queued_per_run", app, "--max-queued-per-run", c.max_queued_per_run);
-    from_toml(t, "read_timeout_s", app, "--read-timeout", c.read_timeout_s);
-    from_toml(t, "pull_attempts", app, "--pull-attempts", c.pull_attempts);
-    from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
-    from_toml(t, "instance", app, "--instance", c.instance);
-    from_toml(t, "log_level", app, "--log-level", c.log_level);
-    from_toml(t, "log_format", app, "--log-format", c.log_format);
-    if (app.count("--idle-exit") == 0 && t["idle_exit"]) {
-      auto v = t["idle_exit"].value<std::string>();
-      if (!v) throw std::runtime_error(fmt::format("config file {}: 'idle_exit' must be a string such as \"10m\"", c.config_file));
-      c.idle_exit_s = parse_duration_s(*v, fmt::format("config file {}: 'idle_exit'", c.config_file));
-    }
-    from_toml(t, "token_file", app, "--token-file", c.token_file);
-    from_toml(t, "allow_hosts", app, "--allow-host", c.allow_hosts);
-    from_toml(t, "allow_origins", app, "--allow-origin", c.allow_origins);
-    from_toml(t, "allow_host_network", app, "--allow-host-network", c.allow_host_network);
-    from_toml(t, "max_ttl_s", app, "--max-ttl", c.max_ttl_s);
-    from_toml(t, "max_memory_mb", app, "--max-memory", c.max_memory_mb);
-    from_toml(t, "max_cpus", app, "--max-cpus", c.max_cpus);
-    from_toml(t, "max_pids", app, "--max-pids", c.max_pids);
-    from_toml(t, "max_disk_mb", app, "--max-disk", c.max_disk_mb);
-    from_toml(t, "max_fixtures", app, "--max-fixtures", c.max_fixtures);
-    from_toml(t, "keep_runs", app, "--keep-runs", c.keep_runs);
-    from_toml(t, "max_connections", app, "--max-connections", c.max_connections);
-    from_toml(t, "max_output_bytes", app, "--max-output-bytes", c.max_output_bytes);
-    from_toml(t, "engine_timeout_s", app, "--engine-timeout", c.engine_timeout_s);
-    from_toml(t, "sweep_interval_s", app, "--sweep-interval", c.sweep_interval_s);
-    from_toml(t, "shutdown_timeout_s", app, "--shutdown-timeout", c.shutdown_timeout_s);
-    // The file gets the same checks as the flags; a typo must not silently change behaviour
-    // (spdlog turns an unknown level name into "off").
-    auto in_range = [&](const char* key, int v, int lo, int hi) {
-      if (v < lo || v > hi) {
-        throw std::runtime_error(fmt::format("config file {}: '{}' is {} but must be between {} and {}",
-                                             c.config_file, key, v, lo, hi));
-      }
-    };
-    for (const auto& r : ranged_ints) {
-      // max_fixtures 0 is the default, "as many as --slots".
-      const int v = c.*r.field;
-      in_range(r.key, r.field == &daemon_config::max_fixtures ? std::max(v, 1) : v, r.lo, r.hi);
-    }
-    if (c.max_output_bytes < 1024 || c.max_output_bytes > (std::int64_t{8} << 20)) {
-      throw std::runtime_error(fmt::format("config file {}: 'max_output_bytes' must be between 1024 and {}",
-                                           c.config_file, std::int64_t{8} << 20));
-    }
-    if (c.log_format != "text" && c.log_format != "json") {
-      throw std::runtime_error(fmt::format("config file {}: 'log_format' is '{}' but must be text or json",
-                                           c.config_file, c.log_format));
-    }
-    static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
-    if (levels.count(c.log_level) == 0) {
-      throw std::runtime_error(fmt::format("config file {}: 'log_level' is '{}' but must be one of trace, "
-                                           "debug, info, warn, error",
-                                           c.config_file, c.log_level));
-    }
+/// The file's settings, for each one no flag (or variable) gave.
+void read_toml(toml::table& t, CLI::App& app, daemon_config& c) {
+  slots_from_toml(t, app, c);
+  from_toml(t, "listen", app, "--listen", c.listen);
+  from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
+  from_toml(t, "prepull", app, "--prepull", c.prepull);
+  from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
+  from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
+  from_toml(t, "max_queued_per_run", app, "--max-queued-per-run", c.max_queued_per_run);
+  from_toml(t, "read_timeout_s", app, "--read-timeout", c.read_timeout_s);
+  from_toml(t, "pull_attempts", app, "--pull-attempts", c.pull_attempts);
+  from_toml(t, "pull_deadline_s", app, "--pull-deadline", c.pull_deadline_s);
+  from_toml(t, "instance", app, "--instance", c.instance);
+  from_toml(t, "log_level", app, "--log-level", c.log_level);
+  from_toml(t, "log_format", app, "--log-format", c.log_format);
+  if (app.count("--idle-exit") == 0 && t["idle_exit"]) {
+    auto v = t["idle_exit"].value<std::string>();
+    if (!v) throw std::runtime_error(fmt::format("config file {}: 'idle_exit' must be a string such as \"10m\"", c.config_file));
+    c.idle_exit_s = parse_duration_s(*v, fmt::format("config file {}: 'idle_exit'", c.config_file));
   }
+  from_toml(t, "token_file", app, "--token-file", c.token_file);
+  from_toml(t, "allow_hosts", app, "--allow-host", c.allow_hosts);
+  from_toml(t, "allow_origins", app, "--allow-origin", c.allow_origins);
+  from_toml(t, "allow_host_network", app, "--allow-host-network", c.allow_host_network);
+  from_toml(t, "max_ttl_s", app, "--max-ttl", c.max_ttl_s);
+  from_toml(t, "max_memory_mb", app, "--max-memory", c.max_memory_mb);
+  from_toml(t, "max_cpus", app, "--max-cpus", c.max_cpus);
+  from_toml(t, "max_pids", app, "--max-pids", c.max_pids);
+  from_toml(t, "max_disk_mb", app, "--max-disk", c.max_disk_mb);
+  from_toml(t, "max_fixtures", app, "--max-fixtures", c.max_fixtures);
+  from_toml(t, "keep_runs", app, "--keep-runs", c.keep_runs);
+  from_toml(t, "max_connections", app, "--max-connections", c.max_connections);
+  from_toml(t, "max_output_bytes", app, "--max-output-bytes", c.max_output_bytes);
+  from_toml(t, "engine_timeout_s", app, "--engine-timeout", c.engine_timeout_s);
+  from_toml(t, "sweep_interval_s", app, "--sweep-interval", c.sweep_interval_s);
+  from_toml(t, "shutdown_timeout_s", app, "--shutdown-timeout", c.shutdown_timeout_s);
+}
+
+/// The file gets the same checks as the flags.
+void check_file_values(const daemon_config& c) {
+  // The file gets the same checks as the flags; a typo must not silently change behaviour
+  // (spdlog turns an unknown level name into "off").
+  auto in_range = [&](const char* key, int v, int lo, int hi) {
+    if (v < lo || v > hi) {
+      throw std::runtime_error(fmt::format("config file {}: '{}' is {} but must be between {} and {}",
+                                           c.config_file, key, v, lo, hi));
+    }
+  };
+  for (const auto& r : ranged_ints) {
+    // max_fixtures 0 is the default, "as many as --slots".
+    const int v = c.*r.field;
+    in_range(r.key, r.field == &daemon_config::max_fixtures ? std::max(v, 1) : v, r.lo, r.hi);
+  }
+  if (c.max_output_bytes < 1024 || c.max_output_bytes > (std::int64_t{8} << 20)) {
+    throw std::runtime_error(fmt::format("config file {}: 'max_output_bytes' must be between 1024 and {}",
+                                         c.config_file, std::int64_t{8} << 20));
+  }
+  if (c.log_format != "text" && c.log_format != "json") {
+    throw std::runtime_error(fmt::format("config file {}: 'log_format' is '{}' but must be text or json",
+                                         c.config_file, c.log_format));
+  }
+  static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+  if (levels.count(c.log_level) == 0) {
+    throw std::runtime_error(fmt::format("config file {}: 'log_level' is '{}' but must be one of trace, "
+                                         "debug, info, warn, error",
+                                         c.config_file, c.log_level));
+  }
+}
+
+void apply_config_file(CLI::App& app, daemon_config& c) {
+  toml::table t;
+  try {
+    t = toml::parse_file(c.config_file);
+  } catch (const toml::parse_error& e) {
+    throw std::runtime_error(fmt::format("config file {}: {} (line {})", c.config_file, e.description(),
+                                         e.source().begin.line));
+  }
+  read_toml(t, app, c);
+  check_file_values(c);
+}
+
+/// Where to listen, who may call, and the per-slot shares: what follows from the rest.
+void settle(daemon_config& c) {
   c.token = resolve_token(c.token_file);
   if (c.listen.empty()) {
     // The container image sets SANDLOT_IN_CONTAINER: there the job reaches the daemon through a
@@ -464,6 +473,37 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   if (c.max_cpus > 0) c.per_slot.cpus = c.max_cpus;
   if (c.max_pids > 0) c.per_slot.pids = c.max_pids;
   if (c.max_disk_mb > 0) c.per_slot.disk_mb = c.max_disk_mb;
+}
+
+}  // namespace
+
+std::optional<daemon_config> parse_config(int argc, char** argv) {
+  daemon_config c;
+  std::string slots_text = std::to_string(c.slots);
+  std::string idle_exit_text = "0";
+  CLI::App app{"orchestratord: leases real container sandboxes to end-to-end tests within a slot budget"};
+  app.option_defaults()->always_capture_default();
+  add_listen_options(app, c, slots_text);
+  add_engine_options(app, c);
+  add_limit_options(app, c);
+  add_log_options(app, c, idle_exit_text);
+  bind_environment(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    throw std::runtime_error(fmt::format("{}; run orchestratord --help", e.what()));
+  }
+  c.idle_exit_s = parse_duration_s(idle_exit_text, "--idle-exit");
+  if (slots_text == "auto") {
+    c.slots_auto = true;
+  } else {
+    c.slots = std::stoi(slots_text);  // checked above
+  }
+  if (!c.config_file.empty()) apply_config_file(app, c);
+  settle(c);
   return c;
 }
 
