@@ -1,4 +1,5 @@
 #include "run_report.hpp"
+#include "report_style.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -233,11 +234,12 @@ std::string bar_tooltip(const lease_record& l, const held_phases& p, bool live) 
   return t;
 }
 
-void append_timeline(std::string& out, const run_timeline& run) {
+/// The axis's span: from the first queueing to the last end (or now), ending on a round tick.
+timeline_geometry fit_geometry(const run_timeline& run, bool& any_live, double& step) {
   timeline_geometry g;
   g.lanes = std::max(1, run.slots_total);
   double last = 0;
-  bool any_live = false;
+  any_live = false;
   for (const auto& l : run.leases) {
     if (l.queued_s) g.t0 = std::min(g.t0, *l.queued_s);
     last = std::max(last, end_or_now(l, run.now_s));
@@ -245,18 +247,15 @@ void append_timeline(std::string& out, const run_timeline& run) {
   }
   if (any_live) last = std::max(last, run.now_s);
   g.t1 = last > g.t0 ? last : g.t0 + 1;
-  const double step = tick_step(g.t1 - g.t0, 10);
+  step = tick_step(g.t1 - g.t0, 10);
   // The axis ends on a tick, so the last label is a round number.
   g.t1 = g.t0 + std::ceil((g.t1 - g.t0) / step - 1e-9) * step;
+  return g;
+}
 
+/// The lanes, the time axis with its ticks and the grid.
+void append_axes(std::string& out, const timeline_geometry& g, double step) {
   auto o = std::back_inserter(out);
-  fmt::format_to(o,
-                 "<svg class=\"timeline\" viewBox=\"0 0 {} {:.0f}\" "
-                 "width=\"100%\" preserveAspectRatio=\"xMinYMin meet\" role=\"img\" "
-                 "aria-label=\"Timeline of the run's leases, one lane per slot\">\n",
-                 timeline_geometry::width, g.height());
-
-  // Lanes first, grid over them, bars on top.
   for (int lane = 0; lane < g.lanes; ++lane) {
     const double y = g.lane_y(lane);
     fmt::format_to(o, "<rect class=\"lane\" x=\"{}\" y=\"{:.2f}\" width=\"{:.2f}\" height=\"{}\"/>",
@@ -283,41 +282,59 @@ void append_timeline(std::string& out, const run_timeline& run) {
                  "<text class=\"axis-caption\" x=\"{:.2f}\" y=\"{:.2f}\">seconds since the first "
                  "lease was queued</text>\n",
                  timeline_geometry::label_w + g.plot_w() / 2, axis_y + 36);
+}
 
-  for (const auto& l : run.leases) {
-    if (!l.admitted_s) continue;
-    const bool live = !l.ended_s;
-    const held_phases p = phases_of(l, run.now_s);
-    const std::string tooltip = escape(bar_tooltip(l, p, live));
-    const std::string& label = bar_label(l);
-    for (int lane : l.lanes) {
-      // A lane the run does not have has nowhere to be drawn.
-      if (lane < 0 || lane >= g.lanes) continue;
-      const double y = g.lane_y(lane) + 3;
-      const double h = timeline_geometry::lane_h - 6;
-      const double x0 = g.x(p.admitted);
-      // A lease of a few milliseconds still shows as a sliver.
-      const double w = std::max(2.0, g.x(p.end) - x0);
-      fmt::format_to(o, "<g class=\"bar\"><title>{}</title>", tooltip);
-      append_segment(out, g, "gate", p.admitted, p.pulled, y, h);
-      append_segment(out, g, "starting", p.pulled, p.ready, y, h);
-      append_segment(out, g, "ready", p.ready, p.end, y, h);
-      fmt::format_to(o,
-                     "<rect class=\"outline{}{}\" x=\"{:.2f}\" y=\"{:.2f}\" width=\"{:.2f}\" "
-                     "height=\"{:.2f}\" rx=\"2\"/>",
-                     lease_flagged(l) ? " failed" : "", live ? " live" : "", x0, y, w, h);
-      const auto room =
-          static_cast<std::size_t>(std::max(0.0, (w - 10) / timeline_geometry::char_w));
-      if (room >= 4) {
-        const std::string text =
-            code_points(label) <= room ? label : std::string(utf8_prefix(label, room - 1)) + "…";
-        fmt::format_to(o, "<text class=\"bar-label\" x=\"{:.2f}\" y=\"{:.2f}\">{}</text>", x0 + 5,
-                       y + h / 2, escape(text));
-      }
-      out += "</g>\n";
+/// One admitted lease: a bar in each lane it held, its phases coloured, its label if it fits.
+void append_bar(std::string& out, const timeline_geometry& g, const lease_record& l, double now_s) {
+  auto o = std::back_inserter(out);
+  const bool live = !l.ended_s;
+  const held_phases p = phases_of(l, now_s);
+  const std::string tooltip = escape(bar_tooltip(l, p, live));
+  const std::string& label = bar_label(l);
+  for (int lane : l.lanes) {
+    // A lane the run does not have has nowhere to be drawn.
+    if (lane < 0 || lane >= g.lanes) continue;
+    const double y = g.lane_y(lane) + 3;
+    const double h = timeline_geometry::lane_h - 6;
+    const double x0 = g.x(p.admitted);
+    // A lease of a few milliseconds still shows as a sliver.
+    const double w = std::max(2.0, g.x(p.end) - x0);
+    fmt::format_to(o, "<g class=\"bar\"><title>{}</title>", tooltip);
+    append_segment(out, g, "gate", p.admitted, p.pulled, y, h);
+    append_segment(out, g, "starting", p.pulled, p.ready, y, h);
+    append_segment(out, g, "ready", p.ready, p.end, y, h);
+    fmt::format_to(o,
+                   "<rect class=\"outline{}{}\" x=\"{:.2f}\" y=\"{:.2f}\" width=\"{:.2f}\" "
+                   "height=\"{:.2f}\" rx=\"2\"/>",
+                   lease_flagged(l) ? " failed" : "", live ? " live" : "", x0, y, w, h);
+    const auto room =
+        static_cast<std::size_t>(std::max(0.0, (w - 10) / timeline_geometry::char_w));
+    if (room >= 4) {
+      const std::string text =
+          code_points(label) <= room ? label : std::string(utf8_prefix(label, room - 1)) + "…";
+      fmt::format_to(o, "<text class=\"bar-label\" x=\"{:.2f}\" y=\"{:.2f}\">{}</text>", x0 + 5,
+                     y + h / 2, escape(text));
     }
+    out += "</g>\n";
   }
+}
 
+void append_timeline(std::string& out, const run_timeline& run) {
+  bool any_live = false;
+  double step = 1;
+  const timeline_geometry g = fit_geometry(run, any_live, step);
+  auto o = std::back_inserter(out);
+  fmt::format_to(o,
+                 "<svg class=\"timeline\" viewBox=\"0 0 {} {:.0f}\" "
+                 "width=\"100%\" preserveAspectRatio=\"xMinYMin meet\" role=\"img\" "
+                 "aria-label=\"Timeline of the run's leases, one lane per slot\">\n",
+                 timeline_geometry::width, g.height());
+  // Lanes first, grid over them, bars on top.
+  append_axes(out, g, step);
+  for (const auto& l : run.leases) {
+    if (l.admitted_s) append_bar(out, g, l, run.now_s);
+  }
+  const double axis_y = g.lanes_bottom() + 6;
   if (any_live && !run.ended) {
     const double x = g.x(run.now_s);
     fmt::format_to(o,
@@ -415,63 +432,6 @@ void append_fixtures(std::string& out, const run_timeline& run) {
   out += "</tbody>\n</table></div>\n";
 }
 
-// System fonts only: the page is opened from a daemon on a machine that may have no network.
-constexpr std::string_view style_sheet = R"css(
-:root { --ink: #1f2328; --muted: #59636e; --line: #d8dee4; --paper: #ffffff; --back: #f3f5f7;
-  --gate: #f2a93b; --starting: #5b8ed8; --ready: #48a868; --failed: #d1242f; }
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--back); color: var(--ink);
-  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", "Liberation Sans", Arial, sans-serif; }
-main { max-width: 1400px; margin: 0 auto; padding: 20px 24px 40px; }
-h1 { font-size: 22px; margin: 0 0 2px; word-break: break-all; }
-h2 { font-size: 16px; margin: 0 0 10px; }
-.meta { color: var(--muted); margin: 0 0 14px; }
-section { background: var(--paper); border: 1px solid var(--line); border-radius: 8px; padding: 14px 18px;
-  margin: 0 0 16px; }
-table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
-th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
-thead th { font-size: 12px; text-transform: uppercase; letter-spacing: .03em; color: var(--muted);
-  border-bottom: 2px solid var(--line); }
-.num { text-align: right; white-space: nowrap; }
-.nw { white-space: nowrap; }
-table.summary th[scope=row] { font-weight: 600; white-space: nowrap; }
-table.summary td.num { font-size: 15px; font-weight: 600; }
-td.how { color: var(--muted); }
-.scroll { overflow-x: auto; }
-table.leases, table.fixtures { width: 100%; font-size: 13px; }
-td.test { word-break: break-word; max-width: 360px; }
-td.error { color: var(--failed); word-break: break-word; max-width: 320px; }
-tr.failed td:first-child { box-shadow: inset 3px 0 0 var(--failed); }
-.outcome.passed { color: var(--ready); font-weight: 600; }
-.outcome.failed { color: var(--failed); font-weight: 600; }
-.none { color: var(--muted); margin: 0; }
-svg.timeline { display: block; height: auto; }
-svg text { font-family: inherit; }
-.lane { fill: #eef1f4; }
-.lane-label { font-size: 12px; fill: var(--muted); text-anchor: end; dominant-baseline: central; }
-.grid { stroke: #d5dbe1; stroke-width: 1; stroke-dasharray: 2 3; }
-.axis, .tick { stroke: #8c959f; stroke-width: 1; }
-.tick-label { font-size: 11px; fill: var(--muted); text-anchor: middle; }
-.axis-caption { font-size: 12px; fill: var(--muted); text-anchor: middle; }
-.seg.gate, .swatch.gate { fill: var(--gate); background: var(--gate); }
-.seg.starting, .swatch.starting { fill: var(--starting); background: var(--starting); }
-.seg.ready, .swatch.ready { fill: var(--ready); background: var(--ready); }
-.outline { fill: none; stroke: rgba(31, 35, 40, .35); stroke-width: 1; }
-.outline.failed { stroke: var(--failed); stroke-width: 2.5; }
-.outline.live { stroke-dasharray: 5 3; }
-.bar-label { font-size: 11px; fill: #10161c; dominant-baseline: central; pointer-events: none; }
-.bar:hover .outline { stroke: var(--ink); stroke-width: 2; }
-.now { stroke: var(--ink); stroke-width: 1.5; stroke-dasharray: 4 3; }
-.now-label { font-size: 11px; fill: var(--ink); text-anchor: end; }
-.empty { font-size: 14px; fill: var(--muted); text-anchor: middle; dominant-baseline: central; }
-.legend { list-style: none; display: flex; flex-wrap: wrap; gap: 6px 22px; padding: 0; margin: 12px 0 0;
-  color: var(--muted); font-size: 13px; }
-.legend li { display: flex; align-items: center; gap: 7px; }
-.swatch { display: inline-block; width: 26px; height: 14px; border-radius: 2px;
-  border: 1px solid rgba(31, 35, 40, .35); }
-.swatch.failed { background: var(--paper); border: 2.5px solid var(--failed); }
-.swatch.live { background: var(--paper); border: 1.5px dashed var(--ink); }
-)css";
 
 }  // namespace
 
@@ -581,7 +541,7 @@ std::string render_html(const run_timeline& run) {
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                  "<title>Sandlot run {}</title>\n<style>{}</style>\n</head>\n<body>\n<main>\n"
                  "<h1>Sandlot run {}</h1>\n",
-                 run_name, style_sheet, run_name);
+                 run_name, report_style::style_sheet, run_name);
   fmt::format_to(o, "<p class=\"meta\">Started {} · {} slot{} · {}</p>\n",
                  run.started_at.empty() ? std::string("—") : escape(run.started_at),
                  std::max(1, run.slots_total), run.slots_total == 1 ? "" : "s",

@@ -399,72 +399,95 @@ asio::awaitable<std::vector<docker_client::container_summary>> docker_client::li
   co_return out;
 }
 
-asio::awaitable<exec_output> docker_client::exec(const std::string& container_id, const exec_spec& spec) {
-  using namespace asio::experimental::awaitable_operators;
-  const bool with_stdin = spec.stdin_data.has_value();
-  json create = {{"AttachStdin", with_stdin}, {"AttachStdout", true}, {"AttachStderr", true},
-                 {"Tty", false},              {"Cmd", spec.argv},   {"Env", spec.env}};
+asio::awaitable<std::string> docker_client::create_exec(std::string container_id, const exec_spec& spec) {
+  json create = {{"AttachStdin", spec.stdin_data.has_value()}, {"AttachStdout", true}, {"AttachStderr", true},
+                 {"Tty", false}, {"Cmd", spec.argv}, {"Env", spec.env}};
   if (!spec.workdir.empty()) create["WorkingDir"] = spec.workdir;
   auto created = co_await call(http::verb::post, "/containers/" + container_id + "/exec", create, 30s);
   if (created.status != 201) throw engine_error(created.status, engine_message(created.body));
-  const std::string exec_id = created.json().at("Id").get<std::string>();
+  co_return created.json().at("Id").get<std::string>();
+}
 
-  exec_output out;
-  stream_demuxer demux(spec.output_limit);
+asio::awaitable<bool> docker_client::run_exec_stream(std::string exec_id, const exec_spec& spec,
+                                                     stream_demuxer& demux, exec_output& out) {
+  using namespace asio::experimental::awaitable_operators;
+  const bool with_stdin = spec.stdin_data.has_value();
   bool cancelled = false;
-  {
-    auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(call_timeout_, 10s));
-    const auto deadline = clock::now() + spec.timeout;
-    // Starting it is an engine call like any other; the command then runs for its own timeout.
-    stream.expires_after(std::min<std::chrono::milliseconds>(call_timeout_, spec.timeout));
-    try {
-      // Ask for an upgraded connection, as the docker CLI does: after 101 the socket is raw.
-      auto req = make_request(http::verb::post, versioned("/exec/" + exec_id + "/start"),
-                              json{{"Detach", false}, {"Tty", false}}.dump(), "application/json");
-      req.set(http::field::connection, "Upgrade");
-      req.set(http::field::upgrade, "tcp");
-      co_await http::async_write(stream, req, asio::use_awaitable);
-      beast::flat_buffer buffer;
-      http::response_parser<http::empty_body> parser;
-      co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
-      const unsigned status = parser.get().result_int();
-      if (status != 101 && status != 200) {
-        throw engine_error(status, fmt::format("starting exec failed with HTTP {}", status));
-      }
-      stream.expires_at(deadline);
-      // Bytes read past the header already belong to the raw stream.
-      auto leftover = buffer.data();
-      demux.feed(static_cast<const char*>(leftover.data()), leftover.size());
+  auto stream = co_await connect(ex_, addr_, std::min<std::chrono::milliseconds>(call_timeout_, 10s));
+  const auto deadline = clock::now() + spec.timeout;
+  // Starting it is an engine call like any other; the command then runs for its own timeout.
+  stream.expires_after(std::min<std::chrono::milliseconds>(call_timeout_, spec.timeout));
+  try {
+    // Ask for an upgraded connection, as the docker CLI does: after 101 the socket is raw.
+    auto req = make_request(http::verb::post, versioned("/exec/" + exec_id + "/start"),
+                            json{{"Detach", false}, {"Tty", false}}.dump(), "application/json");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::upgrade, "tcp");
+    co_await http::async_write(stream, req, asio::use_awaitable);
+    beast::flat_buffer buffer;
+    http::response_parser<http::empty_body> parser;
+    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
+    const unsigned status = parser.get().result_int();
+    if (status != 101 && status != 200) {
+      throw engine_error(status, fmt::format("starting exec failed with HTTP {}", status));
+    }
+    stream.expires_at(deadline);
+    // Bytes read past the header already belong to the raw stream.
+    auto leftover = buffer.data();
+    demux.feed(static_cast<const char*>(leftover.data()), leftover.size());
 
-      auto write_stdin = [&]() -> asio::awaitable<void> {
-        if (!with_stdin) co_return;
-        if (!spec.stdin_data->empty()) {
-          co_await asio::async_write(stream, asio::buffer(*spec.stdin_data), asio::use_awaitable);
-        }
-        // Half-close: the process sees EOF on stdin while we keep reading its output.
-        stream.socket().shutdown(asio::socket_base::shutdown_send);
-      };
-      auto read_output = [&]() -> asio::awaitable<void> {
-        std::array<char, 16384> chunk{};
-        for (;;) {
-          auto [ec, n] = co_await stream.async_read_some(asio::buffer(chunk),
-                                                         asio::as_tuple(asio::use_awaitable));
-          if (n > 0) demux.feed(chunk.data(), n);
-          if (ec == asio::error::eof) co_return;
-          if (ec) throw boost::system::system_error(ec);
-        }
-      };
-      co_await (write_stdin() && read_output());
-    } catch (const boost::system::system_error& e) {
-      if (e.code() == beast::error::timeout) {
-        out.timed_out = true;
-      } else if (e.code() == asio::error::operation_aborted) {
-        cancelled = true;
-      } else if (e.code() != asio::error::connection_reset && e.code() != asio::error::broken_pipe) {
-        throw engine_error(0, fmt::format("the exec stream broke: {}", e.code().message()));
+    auto write_stdin = [&]() -> asio::awaitable<void> {
+      if (!with_stdin) co_return;
+      if (!spec.stdin_data->empty()) {
+        co_await asio::async_write(stream, asio::buffer(*spec.stdin_data), asio::use_awaitable);
       }
+      // Half-close: the process sees EOF on stdin while we keep reading its output.
+      stream.socket().shutdown(asio::socket_base::shutdown_send);
+    };
+    auto read_output = [&]() -> asio::awaitable<void> {
+      std::array<char, 16384> chunk{};
+      for (;;) {
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(chunk),
+                                                       asio::as_tuple(asio::use_awaitable));
+        if (n > 0) demux.feed(chunk.data(), n);
+        if (ec == asio::error::eof) co_return;
+        if (ec) throw boost::system::system_error(ec);
+      }
+    };
+    co_await (write_stdin() && read_output());
+  } catch (const boost::system::system_error& e) {
+    if (e.code() == beast::error::timeout) {
+      out.timed_out = true;
+    } else if (e.code() == asio::error::operation_aborted) {
+      cancelled = true;
+    } else if (e.code() != asio::error::connection_reset && e.code() != asio::error::broken_pipe) {
+      throw engine_error(0, fmt::format("the exec stream broke: {}", e.code().message()));
     }
   }
+  co_return cancelled;
+}
+
+asio::awaitable<int> docker_client::exec_exit_code(std::string exec_id) {
+  // The stream has ended; the engine records the exit code a moment later.
+  const auto deadline = clock::now() + 5s;
+  for (;;) {
+    auto res = co_await call(http::verb::get, "/exec/" + exec_id + "/json", std::nullopt, 10s);
+    if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
+    auto j = res.json();
+    if (!j.value("Running", false) && j.contains("ExitCode") && j["ExitCode"].is_number_integer()) {
+      co_return j["ExitCode"].get<int>();
+    }
+    if (clock::now() > deadline) throw engine_error(0, "the engine did not report the exit code");
+    asio::steady_timer t(ex_, 10ms);
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+
+asio::awaitable<exec_output> docker_client::exec(const std::string& container_id, const exec_spec& spec) {
+  const std::string exec_id = co_await create_exec(container_id, spec);
+  exec_output out;
+  stream_demuxer demux(spec.output_limit);
+  const bool cancelled = co_await run_exec_stream(exec_id, spec, demux, out);
   if (cancelled) {
     // Whoever asked is gone (the client closed its connection): the command must not run on for
     // up to its timeout. This coroutine is cancelled and can await nothing more, so the kill runs
@@ -488,20 +511,7 @@ asio::awaitable<exec_output> docker_client::exec(const std::string& container_id
     co_return out;
   }
 
-  // The stream has ended; the engine records the exit code a moment later.
-  const auto deadline = clock::now() + 5s;
-  for (;;) {
-    auto res = co_await call(http::verb::get, "/exec/" + exec_id + "/json", std::nullopt, 10s);
-    if (res.status != 200) throw engine_error(res.status, engine_message(res.body));
-    auto j = res.json();
-    if (!j.value("Running", false) && j.contains("ExitCode") && j["ExitCode"].is_number_integer()) {
-      out.exit_code = j["ExitCode"].get<int>();
-      break;
-    }
-    if (clock::now() > deadline) throw engine_error(0, "the engine did not report the exit code");
-    asio::steady_timer t(ex_, 10ms);
-    co_await t.async_wait(asio::use_awaitable);
-  }
+  out.exit_code = co_await exec_exit_code(exec_id);
   // dockerd 20.10 writes the runtime's own failure (e.g. "executable file not found") into the
   // stdout frame; it is an error about the command, so the caller finds it on stderr.
   if (out.stderr_data.empty() && out.stdout_data.rfind("OCI runtime exec failed", 0) == 0) {

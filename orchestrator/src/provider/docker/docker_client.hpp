@@ -53,6 +53,8 @@ class engine_error : public provider_error {
   bool timed_out_;
 };
 
+class stream_demuxer;
+
 class docker_client {
  public:
   docker_client(boost::asio::any_io_executor ex, engine_address addr);
@@ -119,6 +121,13 @@ class docker_client {
 
  private:
   std::string versioned(const std::string& target) const;
+  boost::asio::awaitable<std::string> create_exec(std::string container_id, const exec_spec& spec);
+  /// The started exec's stream: stdin in, output demultiplexed into `demux`; sets out.timed_out.
+  /// True when the caller went away (the coroutine was cancelled).
+  boost::asio::awaitable<bool> run_exec_stream(std::string exec_id, const exec_spec& spec, stream_demuxer& demux,
+                                               exec_output& out);
+  /// The finished exec's exit code, once the engine has recorded it.
+  boost::asio::awaitable<int> exec_exit_code(std::string exec_id);
   boost::asio::awaitable<void> kill_exec(const std::string& exec_id, const std::string& container_id);
   bool warned_pid_namespace_ = false;  // said once that exec pids are not visible from here
 
