@@ -2,21 +2,14 @@
 
 #include "http_util.hpp"
 
-#include <algorithm>
-#include <cctype>
-#include <charconv>
-#include <optional>
 #include <string_view>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/ip/address.hpp>
 #include <boost/system/system_error.hpp>
-#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
-#include <boost/beast/http/verb.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -26,7 +19,6 @@ namespace sandlot::orchestrator {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
-using json = nlohmann::json;
 using protocol::api_error;
 using protocol::errc;
 

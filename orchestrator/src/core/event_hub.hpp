@@ -10,7 +10,10 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <optional>
 #include <string_view>
+
+#include <sandlot/protocol.hpp>
 
 namespace sandlot::orchestrator {
 
@@ -28,6 +31,7 @@ struct core_event {
   std::string subject;    // a lease or fixture id
   std::string state;
   std::string run;        // the run it belongs to, when it belongs to one
+  std::optional<protocol::lease_state> lease_state;  // a lease event's state, typed
 };
 
 class event_hub {
@@ -36,6 +40,8 @@ class event_hub {
 
   /// Numbers the event and hands it to every subscriber, oldest subscription first.
   const core_event& publish(event_kind kind, std::string subject, std::string state, std::string run = {});
+  /// A lease's new state (event_kind::lease; `state` is the API's word for it).
+  const core_event& publish_lease(std::string id, protocol::lease_state state, std::string run);
   /// Returns a handle for unsubscribe().
   int subscribe(subscriber s);
   void unsubscribe(int handle);
@@ -44,6 +50,7 @@ class event_hub {
   std::size_t subscribers() const noexcept { return subscribers_.size(); }
 
  private:
+  const core_event& deliver(core_event e);
   core_event last_;
   int next_handle_ = 0;
   std::map<int, subscriber> subscribers_;

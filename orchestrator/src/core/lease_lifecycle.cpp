@@ -67,8 +67,13 @@ void lease_service::move_to(lease& l, lease_stage to) {
 void lease_service::set_state(lease& l, lease_state s, std::optional<std::string> waiting_for) {
   l.state = s;
   l.waiting_for = std::move(waiting_for);
-  events_.publish(event_kind::lease, l.id, std::string(protocol::to_string(s)), l.req.run);
+  events_.publish_lease(l.id, s, l.req.run);
   l.changed.notify_all();
+}
+
+void lease_service::publish_budget() {
+  events_.publish(event_kind::budget, {}, fmt::format("in_use={}/total={}", broker_.slots_in_use(),
+                                                      broker_.slots_total()));
 }
 
 void lease_service::admit_waiting() {
@@ -86,8 +91,7 @@ void lease_service::admit_waiting() {
     admitted = true;
     asio::co_spawn(ex_, start_up(l), asio::detached);
   }
-  if (admitted) events_.publish(event_kind::budget, {}, fmt::format("in_use={}/total={}", broker_.slots_in_use(),
-                                                                     broker_.slots_total()));
+  if (admitted) publish_budget();
   // Everyone still queued has moved up.
   for (auto& [id, l] : leases_) {
     if (l->stage == lease_stage::queued) l->changed.notify_all();
@@ -272,8 +276,7 @@ asio::awaitable<void> lease_service::tear_down(lease_ptr l, end_request end) {
     // The slot comes back only once the engine confirmed the sandbox is gone.
     co_await remove_sandbox_of(l);
     broker_.release(l->id);
-    events_.publish(event_kind::budget, {}, fmt::format("in_use={}/total={}", broker_.slots_in_use(),
-                                                        broker_.slots_total()));
+    publish_budget();
   }
   // Holds taken while the sandbox was being removed go too.
   fixtures_.lease_ended(l->id);

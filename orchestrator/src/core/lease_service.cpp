@@ -139,12 +139,11 @@ void lease_service::check_request(const protocol::lease_request& req) const {
   }
   check_asks(req.network, req.slots, req.memory_mb, req.cpus, req.pids_limit, req.disk_mb, "a lease");
   // The broker's queue, not the run's whole history: this runs on every create.
-  const std::string& run = req.run.empty() ? std::string("anonymous") : req.run;
-  if (const int queued = broker_.queued_in(run); queued >= opts_.max_queued_per_run) {
+  if (const int queued = broker_.queued_in(req.run); queued >= opts_.max_queued_per_run) {
     throw api_error(errc::too_many_requests,
                     fmt::format("run '{}' already has {} leases queued (the limit is --max-queued-per-run={}); "
                                 "wait for some to be admitted, or release those you no longer need",
-                                run, queued, opts_.max_queued_per_run));
+                                req.run, queued, opts_.max_queued_per_run));
   }
 }
 
@@ -184,8 +183,8 @@ void lease_service::heartbeat(lease& l) {
 }
 
 std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_request req) {
-  check_request(req);
   if (req.run.empty()) req.run = "anonymous";
+  check_request(req);
   const std::string key = req.run + "\n" + req.request_id;
   if (!req.request_id.empty()) {
     if (auto it = by_request_id_.find(key); it != by_request_id_.end()) {
@@ -209,7 +208,7 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   ++live_leases_;
   runs_.add_lease(l);
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
-  events_.publish(event_kind::lease, l->id, std::string(protocol::to_string(l->state)), l->req.run);
+  events_.publish_lease(l->id, l->state, l->req.run);
   spdlog::info("lease {} ({}) queued: image {}, {} slot(s), test '{}'", l->id, l->name, l->req.image,
                l->req.slots, l->req.test);
   if (!self_block.empty()) spdlog::warn("lease {} waits for its own test: {}", l->id, self_block);

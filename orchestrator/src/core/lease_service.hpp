@@ -131,6 +131,8 @@ class lease_service {
   void move_to(lease& l, lease_stage to);
   /// The API-visible state; publishes it and wakes the lease's waiters.
   void set_state(lease& l, protocol::lease_state s, std::optional<std::string> waiting_for);
+  /// Slots admitted or given back: the budget's use, on the event hub.
+  void publish_budget();
   /// Starts every queued lease the broker can admit now, and fails lock-cycle waiters.
   void admit_waiting();
   boost::asio::awaitable<void> start_up(lease_ptr l);
