@@ -41,6 +41,7 @@ constexpr std::array errc_table{
     errc_entry{errc::unsupported_media_type, "unsupported_media_type", 415},
     errc_entry{errc::engine_unavailable, "engine_unavailable", 503},
     errc_entry{errc::overloaded, "overloaded", 503},
+    errc_entry{errc::evicted, "evicted", 410},
 };
 
 constexpr std::array<std::pair<lease_state, std::string_view>, 8> state_names{{
@@ -392,6 +393,7 @@ void to_json(json& j, const lease_view& v) {
   put_optional(j, "expires_in_s", v.expires_in_s);
   put_optional(j, "sandbox", v.sandbox);
   put_optional(j, "error", v.error);
+  put_optional(j, "since_s", v.since_s);
 }
 
 void from_json(const json& j, lease_view& v) {
@@ -411,6 +413,7 @@ void from_json(const json& j, lease_view& v) {
   if (const json* e = find(j, "expires_in_s")) v.expires_in_s = e->get<double>();
   if (const json* s = find(j, "sandbox")) v.sandbox = s->get<sandbox_info>();
   if (const json* e = find(j, "error")) v.error = e->get<error_body>();
+  if (const json* t = find(j, "since_s")) v.since_s = t->get<double>();
 }
 
 // --- renew_response ---------------------------------------------------------------------------
@@ -474,19 +477,131 @@ void from_json(const json& j, exec_result& v) {
 void to_json(json& j, const image_status& v) {
   j = json{{"image", v.image}, {"state", v.state}, {"waiters", v.waiters}};
   if (!v.error.empty()) j["error"] = v.error;
+  put_optional(j, "bytes_done", v.bytes_done);
+  put_optional(j, "bytes_total", v.bytes_total);
+  put_optional(j, "since_s", v.since_s);
 }
 void from_json(const json& j, image_status& v) {
   read(j, "image", v.image);
   read(j, "state", v.state);
   read_int(j, "waiters", v.waiters, 0, 1 << 30);
   read(j, "error", v.error);
+  if (const json* b = find(j, "bytes_done")) v.bytes_done = b->get<std::int64_t>();
+  if (const json* b = find(j, "bytes_total")) v.bytes_total = b->get<std::int64_t>();
+  if (const json* t = find(j, "since_s")) v.since_s = t->get<double>();
+}
+
+// --- operator ---------------------------------------------------------------------------------
+
+void to_json(json& j, const drain_view& v) {
+  j = json{{"draining", v.draining},   {"drained", v.drained}, {"slots_in_use", v.slots_in_use},
+           {"live", v.live},           {"queue_length", v.queue_length}};
+}
+void from_json(const json& j, drain_view& v) {
+  read_bool(j, "draining", v.draining);
+  read_bool(j, "drained", v.drained);
+  read_int(j, "slots_in_use", v.slots_in_use, 0, 1 << 30);
+  read_int(j, "live", v.live, 0, 1 << 30);
+  read_int(j, "queue_length", v.queue_length, 0, 1 << 30);
+}
+
+void to_json(json& j, const slots_request& v) { j = json{{"slots", v.slots}}; }
+void from_json(const json& j, slots_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "the body must be a JSON object, e.g. {\"slots\": 8}");
+  if (find(j, "slots") == nullptr) bad_field("slots", "is required: the new budget, 1 to 4096");
+  read_int(j, "slots", v.slots, 1, 4096);
+}
+
+void to_json(json& j, const slots_view& v) {
+  j = json{{"slots_total", v.slots_total}, {"previous", v.previous}, {"slots_in_use", v.slots_in_use},
+           {"queue_length", v.queue_length}};
+}
+void from_json(const json& j, slots_view& v) {
+  read_int(j, "slots_total", v.slots_total, 0, 1 << 30);
+  read_int(j, "previous", v.previous, 0, 1 << 30);
+  read_int(j, "slots_in_use", v.slots_in_use, 0, 1 << 30);
+  read_int(j, "queue_length", v.queue_length, 0, 1 << 30);
+}
+
+void to_json(json& j, const evict_request& v) { j = json{{"reason", v.reason}}; }
+void from_json(const json& j, evict_request& v) {
+  if (!j.is_object()) throw api_error(errc::bad_json, "the body must be a JSON object, e.g. {\"reason\": \"stuck\"}");
+  read(j, "reason", v.reason);
+  if (v.reason.size() > 1024) bad_field("reason", "must be at most 1024 characters");
+}
+
+void to_json(json& j, const holder_view& v) {
+  j = json{{"lease", v.lease}, {"name", v.name},   {"test", v.test},
+           {"run", v.run},     {"slots", v.slots}, {"since_s", v.since_s}};
+}
+void from_json(const json& j, holder_view& v) {
+  read(j, "lease", v.lease);
+  read(j, "name", v.name);
+  read(j, "test", v.test);
+  read(j, "run", v.run);
+  read_int(j, "slots", v.slots, 0, 1 << 30);
+  read_double(j, "since_s", v.since_s, 0, std::numeric_limits<double>::max());
+}
+
+void to_json(json& j, const why_view& v) {
+  j = json{{"lease", v.lease}, {"since_s", v.since_s}, {"summary", v.summary}, {"holders", v.holders}};
+  j["waiting_for"] = v.waiting_for ? json(*v.waiting_for) : json(nullptr);
+  j["pull"] = v.pull ? json(*v.pull) : json(nullptr);
+}
+void from_json(const json& j, why_view& v) {
+  if (const json* l = find(j, "lease")) v.lease = l->get<lease_view>();
+  read_double(j, "since_s", v.since_s, 0, std::numeric_limits<double>::max());
+  read(j, "summary", v.summary);
+  if (const json* h = find(j, "holders")) v.holders = h->get<std::vector<holder_view>>();
+  if (const json* w = find(j, "waiting_for"); w != nullptr && !w->is_null()) v.waiting_for = w->get<std::string>();
+  if (const json* p = find(j, "pull"); p != nullptr && !p->is_null()) v.pull = p->get<image_status>();
+}
+
+void to_json(json& j, const lane_view& v) {
+  j = json{{"lane", v.lane}, {"retiring", v.retiring}};
+  if (!v.lease) {
+    j["lease"] = nullptr;
+    return;
+  }
+  j.update(json{{"lease", *v.lease}, {"name", v.name}, {"test", v.test}, {"run", v.run},
+                {"state", to_string(v.state)}, {"since_s", v.since_s}});
+}
+void from_json(const json& j, lane_view& v) {
+  read_int(j, "lane", v.lane, 0, 1 << 20);
+  read_bool(j, "retiring", v.retiring);
+  const json* l = find(j, "lease");
+  if (l == nullptr || l->is_null()) return;
+  v.lease = l->get<std::string>();
+  read(j, "name", v.name);
+  read(j, "test", v.test);
+  read(j, "run", v.run);
+  std::string state;
+  read(j, "state", state);
+  v.state = lease_state_from_string(state);
+  read_double(j, "since_s", v.since_s, 0, std::numeric_limits<double>::max());
+}
+
+void to_json(json& j, const run_summary& v) {
+  j = json{{"run", v.run},     {"started_at", v.started_at}, {"leases", v.leases}, {"live_leases", v.live_leases},
+           {"fixtures", v.fixtures}, {"ended", v.ended},
+           {"report", "/v1/runs/" + percent_encode(v.run) + "/report.html"}};
+}
+void from_json(const json& j, run_summary& v) {
+  read(j, "run", v.run);
+  read(j, "started_at", v.started_at);
+  if (const json* n = find(j, "leases")) v.leases = n->get<std::size_t>();
+  if (const json* n = find(j, "live_leases")) v.live_leases = n->get<std::size_t>();
+  if (const json* n = find(j, "fixtures")) v.fixtures = n->get<std::size_t>();
+  read_bool(j, "ended", v.ended);
 }
 
 void to_json(json& j, const status_view& v) {
   j = json{{"instance", v.instance},         {"slots_total", v.slots_total},
            {"slots_in_use", v.slots_in_use}, {"queue_length", v.queue_length},
            {"ready", v.ready},               {"leases", v.leases},
-           {"images", v.images}};
+           {"images", v.images},             {"draining", v.draining},
+           {"seq", v.seq},                   {"lanes", v.lanes},
+           {"runs", v.runs}};
 }
 void from_json(const json& j, status_view& v) {
   read(j, "instance", v.instance);
@@ -496,6 +611,10 @@ void from_json(const json& j, status_view& v) {
   read_bool(j, "ready", v.ready);
   if (const json* l = find(j, "leases")) v.leases = l->get<std::vector<lease_view>>();
   if (const json* i = find(j, "images")) v.images = i->get<std::vector<image_status>>();
+  read_bool(j, "draining", v.draining);
+  if (const json* q = find(j, "seq")) v.seq = q->get<std::uint64_t>();
+  if (const json* l = find(j, "lanes")) v.lanes = l->get<std::vector<lane_view>>();
+  if (const json* r = find(j, "runs")) v.runs = r->get<std::vector<run_summary>>();
 }
 
 // --- locks, outcomes, fixtures -----------------------------------------------------------------

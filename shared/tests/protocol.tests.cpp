@@ -263,9 +263,37 @@ TEST_CASE("status and image states round-trip through JSON", "[protocol]") {
   l.id = "l-1";
   l.state = lease_state::ready;
   in.leases = {l};
-  in.images = {image_status{"img:1", "present", 0, ""}, image_status{"img:2", "failed", 1, "manifest unknown"}};
+  image_status pulling;
+  pulling.image = "img:3";
+  pulling.state = "pulling";
+  pulling.bytes_done = 512;
+  pulling.bytes_total = 2048;
+  pulling.since_s = 1.5;
+  in.images = {image_status{"img:1", "present", 0, "", {}, {}, {}},
+               image_status{"img:2", "failed", 1, "manifest unknown", {}, {}, {}}, pulling};
+  in.draining = true;
+  in.seq = 42;
+  lane_view lane;
+  lane.lane = 0;
+  lane.lease = "l-1";
+  lane.test = "echo";
+  lane.state = lease_state::ready;
+  lane.since_s = 2.5;
+  in.lanes = {lane, lane_view{}};
+  in.lanes[1].lane = 1;
 
   status_view out = round_trip(in);
+  REQUIRE(out.images.size() == 3);
+  CHECK(out.images[2].bytes_done == 512);
+  CHECK(out.images[2].bytes_total == 2048);
+  CHECK_FALSE(out.images[0].bytes_total.has_value());
+  CHECK(out.draining);
+  CHECK(out.seq == 42);
+  REQUIRE(out.lanes.size() == 2);
+  CHECK(out.lanes[0].lease == "l-1");
+  CHECK(out.lanes[0].test == "echo");
+  CHECK(out.lanes[0].state == lease_state::ready);
+  CHECK_FALSE(out.lanes[1].lease.has_value());
   CHECK(out.instance == "orchestratord-1");
   CHECK(out.slots_total == 5);
   CHECK(out.slots_in_use == 2);

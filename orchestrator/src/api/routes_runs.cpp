@@ -15,16 +15,7 @@ using awaitable_response = asio::awaitable<http_response>;
 
 void add_run_routes(route_table& t, lease_service& s, render_fn off_loop) {
   t.add(http::get, "/v1/runs", [&s](const route_call& c) -> awaitable_response {
-    auto listing = json::array();
-    for (const auto& r : s.runs()) {
-      listing.push_back({{"run", r.run},
-                         {"started_at", r.started_at},
-                         {"leases", r.leases},
-                         {"live_leases", r.live_leases},
-                         {"fixtures", r.fixtures},
-                         {"ended", r.ended}});
-    }
-    co_return json_response(200, listing, c.req);
+    co_return json_response(200, json(s.runs()), c.req);
   });
   // A run's timeline and report grow with the run: rendered off the daemon's thread.
   t.add(http::get, "/v1/runs/{run}", [&s, off_loop](const route_call& c) -> awaitable_response {

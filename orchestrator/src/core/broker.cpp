@@ -30,6 +30,31 @@ broker::broker(int slots_total) : slots_total_(slots_total), lane_busy_(static_c
   if (slots_total < 1) throw std::invalid_argument("the slot budget must be at least 1");
 }
 
+std::vector<std::string> broker::resize(int slots_total) {
+  if (slots_total < 1) throw std::invalid_argument("the slot budget must be at least 1");
+  slots_total_ = slots_total;
+  if (lane_busy_.size() < static_cast<std::size_t>(slots_total)) lane_busy_.resize(static_cast<std::size_t>(slots_total));
+  trim_retired_lanes();
+  std::vector<std::string> dropped;
+  for (const auto& r : queue_) {
+    if (r.slots > slots_total_) dropped.push_back(r.lease_id);
+  }
+  for (const auto& id : dropped) cancel(id);
+  plan_.reset();
+  return dropped;
+}
+
+void broker::trim_retired_lanes() {
+  while (lane_busy_.size() > static_cast<std::size_t>(slots_total_) && !lane_busy_.back()) lane_busy_.pop_back();
+}
+
+std::vector<broker::holding> broker::holdings() const {
+  std::vector<holding> out;
+  out.reserve(admitted_.size());
+  for (const auto& [id, h] : admitted_) out.push_back(holding{id, h.req.slots, h.lanes, h.req.locks});
+  return out;
+}
+
 void broker::enqueue(request r) {
   if (r.slots < 1 || r.slots > slots_total_) {
     throw std::invalid_argument("a lease must ask for between 1 and slots_total slots");
@@ -187,7 +212,10 @@ std::vector<const broker::request*> broker::fair_order() const {
 
 void broker::take(const request& r, std::vector<admission>& out) {
   held h{r, {}};
-  for (std::size_t lane = 0; lane < lane_busy_.size() && static_cast<int>(h.lanes.size()) < r.slots; ++lane) {
+  // Only lanes under the budget: after a shrink, the lanes beyond it are retiring. There are
+  // enough, since slots_in_use_ + r.slots <= slots_total_ and each busy lane is a slot in use.
+  const auto usable = std::min(lane_busy_.size(), static_cast<std::size_t>(slots_total_));
+  for (std::size_t lane = 0; lane < usable && static_cast<int>(h.lanes.size()) < r.slots; ++lane) {
     if (!lane_busy_[lane]) {
       lane_busy_[lane] = true;
       h.lanes.push_back(static_cast<int>(lane));
@@ -248,6 +276,7 @@ bool broker::release(const std::string& lease_id) {
   const held& h = it->second;
   slots_in_use_ -= h.req.slots;
   for (int lane : h.lanes) lane_busy_[static_cast<std::size_t>(lane)] = false;
+  trim_retired_lanes();
   for (const auto& l : h.req.locks) {
     auto use = locks_.find(l.name);
     if (use == locks_.end()) continue;

@@ -74,6 +74,24 @@ class broker {
   /// Empty if it is not queued.
   std::string waiting_for(const std::string& lease_id) const;
 
+  /// Sets the budget to `slots_total` (>= 1). Growing lets admit() start more at once; shrinking
+  /// takes nothing away from admitted leases: admit() starts nothing until use falls under the new
+  /// size, and lanes at or beyond it retire as they empty. Queued leases asking for more than the
+  /// new size can never be admitted: they are taken out of the queue and returned.
+  std::vector<std::string> resize(int slots_total);
+
+  /// An admitted lease as the operator sees it.
+  struct holding {
+    std::string lease_id;
+    int slots = 0;
+    std::vector<int> lanes;
+    std::vector<lock_request> locks;
+  };
+  /// Every admitted lease, in lease id order.
+  std::vector<holding> holdings() const;
+  /// Lanes in all: the budget, or more while a lease still holds a lane beyond a shrunk budget.
+  int lanes() const noexcept { return static_cast<int>(lane_busy_.size()); }
+
   int slots_total() const noexcept { return slots_total_; }
   int slots_in_use() const noexcept { return slots_in_use_; }
   int slots_free() const noexcept { return slots_total_ - slots_in_use_; }
@@ -106,6 +124,8 @@ class broker {
   /// Counts `locks` as held (or claimed) in `uses`.
   static void add_uses(std::map<std::string, lock_use>& uses, const std::vector<lock_request>& locks);
   void take(const request& r, std::vector<admission>& out);
+  /// Drops free lanes at the end beyond the budget (after a shrink).
+  void trim_retired_lanes();
   /// Forgets when a run was served once it has nothing queued or admitted.
   void forget_idle_run(const std::string& run);
 

@@ -22,14 +22,8 @@ namespace sandlot::orchestrator {
 using lease_ptr = std::shared_ptr<lease>;
 
 /// One line of GET /v1/runs.
-struct run_listing {
-  std::string run;
-  std::string started_at;  // UTC, ISO 8601
-  std::size_t leases = 0;
-  std::size_t live_leases = 0;
-  std::size_t fixtures = 0;
-  bool ended = false;
-};
+/// What GET /v1/runs and the status list for a run.
+using run_listing = protocol::run_summary;
 
 class run_registry {
  public:

@@ -49,6 +49,7 @@ enum class errc {
   unsupported_media_type,  // a body without the Content-Type its route takes
   engine_unavailable,   // the container engine did not answer within its deadline
   overloaded,           // too many connections; retry shortly
+  evicted,              // the operator ended the lease (POST /v1/leases/{id}/evict): the lease's error
 };
 
 /// The stable string for a code, e.g. "invalid_field".
@@ -146,6 +147,7 @@ struct lease_view {
   std::optional<double> expires_in_s;      // seconds to expiry while it holds resources
   std::optional<sandbox_info> sandbox;     // once ready
   std::optional<error_body> error;         // once failed or expired
+  std::optional<double> since_s;           // seconds in its current state
 };
 
 /// POST /v1/leases/{id}/outcome: what became of the test that held the lease, for the report.
@@ -226,6 +228,31 @@ struct image_status {
   std::string state;  // "pulling", "present", "failed", "waiting"
   int waiters = 0;
   std::string error;
+  std::optional<std::int64_t> bytes_done;   // while pulling, once the engine reports sizes
+  std::optional<std::int64_t> bytes_total;
+  std::optional<double> since_s;            // while pulling: seconds since the pull started
+};
+
+/// One slot lane of the budget: free (no lease) or held by one lease.
+struct lane_view {
+  int lane = 0;
+  std::optional<std::string> lease;
+  std::string name;
+  std::string test;
+  std::string run;
+  lease_state state = lease_state::unknown;
+  double since_s = 0;
+  bool retiring = false;  // at or beyond slots_total: the budget shrank under its lease
+};
+
+/// A run as GET /v1/runs and the status list it.
+struct run_summary {
+  std::string run;
+  std::string started_at;
+  std::size_t leases = 0;
+  std::size_t live_leases = 0;
+  std::size_t fixtures = 0;
+  bool ended = false;
 };
 
 /// GET /v1/status
@@ -237,6 +264,55 @@ struct status_view {
   bool ready = false;
   std::vector<lease_view> leases;
   std::vector<image_status> images;
+  bool draining = false;
+  std::uint64_t seq = 0;              // the last state change published
+  std::vector<lane_view> lanes;
+  std::vector<run_summary> runs;
+};
+
+/// POST /v1/drain, POST /v1/resume.
+struct drain_view {
+  bool draining = false;
+  bool drained = false;  // no lease holds slots
+  int slots_in_use = 0;
+  int live = 0;          // leases not yet ended: queued, starting, ready, ending
+  int queue_length = 0;
+};
+
+/// PUT /v1/slots: the request and the answer.
+struct slots_request {
+  int slots = 0;
+};
+struct slots_view {
+  int slots_total = 0;
+  int previous = 0;
+  int slots_in_use = 0;
+  int queue_length = 0;
+};
+
+/// POST /v1/leases/{id}/evict.
+struct evict_request {
+  std::string reason;
+};
+
+/// A lease holding what another waits for.
+struct holder_view {
+  std::string lease;
+  std::string name;
+  std::string test;
+  std::string run;
+  int slots = 0;
+  double since_s = 0;  // since it was admitted
+};
+
+/// GET /v1/leases/{id}/why.
+struct why_view {
+  lease_view lease;
+  double since_s = 0;                      // in its current state
+  std::optional<std::string> waiting_for;  // slots, lock:NAME, image, sandbox, draining; null once ready or over
+  std::string summary;
+  std::vector<holder_view> holders;
+  std::optional<image_status> pull;
 };
 
 // JSON mapping. Decoding is strict and names the field on failure (api_error invalid_field), so
@@ -257,6 +333,22 @@ void to_json(nlohmann::json& j, const exec_result& v);
 void from_json(const nlohmann::json& j, exec_result& v);
 void to_json(nlohmann::json& j, const image_status& v);
 void from_json(const nlohmann::json& j, image_status& v);
+void to_json(nlohmann::json& j, const drain_view& v);
+void from_json(const nlohmann::json& j, drain_view& v);
+void to_json(nlohmann::json& j, const slots_request& v);
+void from_json(const nlohmann::json& j, slots_request& v);
+void to_json(nlohmann::json& j, const slots_view& v);
+void from_json(const nlohmann::json& j, slots_view& v);
+void to_json(nlohmann::json& j, const evict_request& v);
+void from_json(const nlohmann::json& j, evict_request& v);
+void to_json(nlohmann::json& j, const holder_view& v);
+void from_json(const nlohmann::json& j, holder_view& v);
+void to_json(nlohmann::json& j, const why_view& v);
+void from_json(const nlohmann::json& j, why_view& v);
+void to_json(nlohmann::json& j, const lane_view& v);
+void from_json(const nlohmann::json& j, lane_view& v);
+void to_json(nlohmann::json& j, const run_summary& v);
+void from_json(const nlohmann::json& j, run_summary& v);
 void to_json(nlohmann::json& j, const status_view& v);
 void from_json(const nlohmann::json& j, status_view& v);
 void to_json(nlohmann::json& j, const lock_spec& v);
