@@ -1,4 +1,4 @@
-// docs/openapi.yaml and the router describe the same API: every route the router answers has an
+// docs/openapi.yaml and the daemon describe the same API: every route the router answers has an
 // operation in the document and every operation has a route, compared as "METHOD /path/{param}".
 // The document names path parameters as the route table does ({lease}, {run}, {fixture}).
 //
@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include <boost/asio/io_context.hpp>
+#include <sandlot/protocol.hpp>
 
 #include "lease_service.hpp"
 #include "router.hpp"
@@ -77,6 +78,27 @@ std::set<std::string> document_routes(std::istream& yaml) {
   return out;
 }
 
+/// The flow-style `enum: [...]` of the `ErrorDetail` schema's `code`: the error codes documented.
+std::set<std::string> documented_error_codes(const std::string& yaml) {
+  std::set<std::string> out;
+  const auto schema = yaml.find("\n    ErrorDetail:\n");
+  if (schema == std::string::npos) return out;
+  const auto open = yaml.find("enum: [", schema);
+  const auto close = yaml.find(']', open);
+  if (open == std::string::npos || close == std::string::npos) return out;
+  std::string code;
+  for (const char c : yaml.substr(open + 7, close - open - 7)) {
+    if (c == ',') {
+      out.insert(code);
+      code.clear();
+    } else if (!std::isspace(static_cast<unsigned char>(c))) {
+      code += c;
+    }
+  }
+  if (!code.empty()) out.insert(code);
+  return out;
+}
+
 std::set<std::string> without(const std::set<std::string>& a, const std::set<std::string>& b) {
   std::set<std::string> out;
   std::set_difference(a.begin(), a.end(), b.begin(), b.end(), std::inserter(out, out.end()));
@@ -125,4 +147,23 @@ TEST_CASE("the OpenAPI document and the router have the same routes", "[openapi]
        << "in docs/openapi.yaml but not served:\n" << lines(unserved));
   CHECK(undocumented.empty());
   CHECK(unserved.empty());
+}
+
+TEST_CASE("the OpenAPI document's error codes are the daemon's", "[openapi]") {
+  std::ifstream file(SANDLOT_OPENAPI_YAML);
+  REQUIRE(file.good());
+  const std::string yaml{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  const auto documented = documented_error_codes(yaml);
+  // Every code the daemon can send: the enum's values after `unknown`, up to the first that has
+  // no entry in the table (code_string says "unknown" again).
+  std::set<std::string> daemon;
+  for (int i = 1;; ++i) {
+    const auto code = sandlot::protocol::code_string(static_cast<sandlot::protocol::errc>(i));
+    if (code == "unknown") break;
+    daemon.emplace(code);
+  }
+  REQUIRE(daemon.size() > 20);
+  INFO("sent but not in ErrorDetail.code's enum:\n" << lines(without(daemon, documented))
+       << "in the enum but never sent:\n" << lines(without(documented, daemon)));
+  CHECK(documented == daemon);
 }
