@@ -31,12 +31,6 @@ router::router(lease_service& service, access_policy policy) : service_(service)
 
 void router::add_stream(std::string path, stream_handler h) { streams_[std::move(path)] = std::move(h); }
 
-std::vector<std::string> router::stream_routes() const {
-  std::vector<std::string> out;
-  for (const auto& [path, handler] : streams_) out.push_back("GET " + path);
-  return out;
-}
-
 const stream_handler* router::stream_for(const http_request& req) const {
   if (streams_.empty() || req.method() != http::verb::get) return nullptr;
   const std::string_view target = req.target();
