@@ -8,7 +8,10 @@ using protocol::lease_state;
 
 std::string render_metrics(const core_metrics& m) {
   std::string out;
-  render_metric(out, "sandlot_slots_total", "gauge", "Slot budget (--slots).", m.slots_total);
+  // Not "sandlot_slots_total": a _total suffix tells Prometheus tools a counter, and promtool
+  // refuses it on a gauge (scripts/check-metrics). GET /v1/status keeps its "slots_total" field.
+  render_metric(out, "sandlot_slots_budget", "gauge", "Slot budget (--slots, or what --slots auto derived).",
+                m.slots_total);
   render_metric(out, "sandlot_slots_in_use", "gauge", "Slots held by admitted leases.", m.slots_in_use);
   render_metric(out, "sandlot_queue_length", "gauge", "Leases waiting for slots.", m.queue_length);
   render_metric(out, "sandlot_ready", "gauge", "1 once every prepull finished.", m.ready ? 1 : 0);
