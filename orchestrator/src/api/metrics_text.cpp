@@ -38,6 +38,11 @@ std::string render_metrics(const core_metrics& m) {
   render_metric(out, "sandlot_pull_seconds_total", "counter", "Seconds spent in pulls that succeeded.", m.pull_seconds);
   render_metric(out, "sandlot_pulls_succeeded_total", "counter", "Pulls that succeeded.",
                 static_cast<double>(m.pulls_finished));
+  out += "# HELP sandlot_engine_errors_total Engine failures that cost a lease its start or an image its pull, by reason.\n"
+         "# TYPE sandlot_engine_errors_total counter\n";
+  for (const auto& [reason, n] : m.counts->engine_errors) {
+    out += fmt::format("sandlot_engine_errors_total{{reason=\"{}\"}} {}\n", reason, n);
+  }
   render_metric(out, "sandlot_draining", "gauge", "1 while the daemon drains (POST /v1/drain).", m.draining ? 1 : 0);
   render_metric(out, "sandlot_evictions_total", "counter", "Leases ended by the operator (POST /v1/leases/{id}/evict).",
                 static_cast<double>(m.evictions));

@@ -201,6 +201,7 @@ end_request lease_service::start_failure(const lease& l, std::exception_ptr fail
   } catch (const api_error& e) {
     return failed(e.code(), e.message());
   } catch (const provider_error& e) {
+    ++telemetry_.engine_errors[std::string(to_string(e.reason()))];
     const auto message = fmt::format("could not start a sandbox from image '{}': {}", l.req.image, e.what());
     // An engine that took the connection and never answered is its own error: the lease fails
     // with engine_unavailable, not as if the image or the sandbox were at fault.

@@ -87,7 +87,12 @@ lease_service::lease_service(asio::any_io_executor ex, sandbox_provider& provide
                 !refusal.empty()) {
               throw provider_error(provider_failure::not_allowed, refusal);
             }
-            co_await provider_.pull(image, deadline, std::move(progress));
+            try {
+              co_await provider_.pull(image, deadline, std::move(progress));
+            } catch (const provider_error& e) {
+              ++telemetry_.engine_errors[std::string(to_string(e.reason()))];
+              throw;
+            }
           },
           opts_.gate),
       commands_(provider, opts_.exec_output_limit),

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 
 #include <sandlot/protocol.hpp>
 
@@ -25,6 +26,9 @@ class lease_telemetry {
   histogram wait_seconds{default_latency_buckets()};       // queued → admitted (slot wait)
   histogram gate_seconds{default_latency_buckets()};       // time at the image gate
   histogram ready_seconds{default_latency_buckets()};      // admitted → ready (gate + start)
+  /// Engine failures that cost a lease its start or an image its pull, by provider_failure's
+  /// name: a fixed set of labels.
+  std::map<std::string, std::uint64_t, std::less<>> engine_errors;
 
  private:
   event_hub& hub_;

@@ -228,3 +228,20 @@ TEST_CASE("a pull in flight shows its bytes and time in the status", "[operator]
   CHECK(m.pulls_finished == 1);
   h.release(a);
 }
+
+TEST_CASE("engine failures are counted by their reason for /metrics", "[operator]") {
+  quiet_log quiet;
+  harness h(with_slots(1));
+  h.fake.fail_pulls(provider_failure::image_not_found, "manifest unknown");
+  h.start();
+  const auto a = h.create(lease_for("a"));
+  REQUIRE(h.reach(a, "failed"));
+  h.fake.add_image(image);
+  h.fake.fail_creates(provider_failure::conflict, "name in use");
+  const auto b = h.create(lease_for("b"));
+  REQUIRE(h.reach(b, "failed"));
+  const auto& errors = h.service().metrics().counts->engine_errors;
+  CHECK(errors.at("image_not_found") >= 1);
+  CHECK(errors.at("conflict") == 1);
+  CHECK(errors.count("timed_out") == 0);
+}
