@@ -274,7 +274,8 @@ asio::awaitable<http_response> streaming_get::impl::exchange(std::string target,
     parser.get().body().data = chunk.data();
     parser.get().body().size = chunk.size();
     stream.expires_after(idle_timeout);
-    auto [read_ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple_awaitable);
+    // read_some, not read: read would wait until the chunk is full, holding back small events.
+    auto [read_ec, n] = co_await http::async_read_some(stream, buffer, parser, as_tuple_awaitable);
     const std::size_t got = chunk.size() - parser.get().body().size;
     if (got > 0) {
       if (ok) {
