@@ -27,6 +27,12 @@ struct painter {
   }
 };
 
+// Columns line up from frame to frame, so that the eye finds the same lane in the same place.
+std::string pad(std::string_view text, std::size_t width) {
+  std::string out = fit_width(text, width);
+  return out + std::string(width - std::min(width, display_width(out)), ' ');
+}
+
 std::string_view state_colour(lease_state s) {
   switch (s) {
     case lease_state::ready: return green;
@@ -60,8 +66,8 @@ std::string lanes(const protocol::status_view& st, const frame_options& opts, co
       continue;
     }
     std::string state = fmt::format("{:<8}", protocol::to_string(lane.state));
-    out += fmt::format("{}  {}  {}  {}  {}{}\n", label, paint(state_colour(lane.state), state), fit_width(lane.name, 28),
-                       fit_width(lane.test, 40), human_duration(lane.since_s), lane.retiring ? "  (retiring)" : "");
+    out += fmt::format("{}  {}  {}  {}  {}{}\n", label, paint(state_colour(lane.state), state), pad(lane.name, 28),
+                       pad(lane.test, 32), human_duration(lane.since_s), lane.retiring ? "  (retiring)" : "");
   }
   return out;
 }
@@ -83,9 +89,9 @@ std::string queue(const protocol::status_view& st, const frame_options& opts, co
   if (q.empty()) return out + paint(dim, "  nothing waits") + "\n";
   for (const auto* l : q) {
     std::string pos = l->position ? fmt::format("#{}", *l->position) : std::string("  ");
-    out += fmt::format("{:>4}  {}  {}  {}  {}  {}\n", pos, fit_width(l->name, 28), fit_width(l->test, 40),
-                       paint(state_colour(l->state), std::string(protocol::to_string(l->state))),
-                       paint(yellow, fmt::format("waiting for {}", l->waiting_for.value_or("-"))),
+    out += fmt::format("{:>4}  {}  {}  {}  {}  {}\n", pos, pad(l->name, 28), pad(l->test, 32),
+                       paint(state_colour(l->state), fmt::format("{:<8}", protocol::to_string(l->state))),
+                       paint(yellow, pad(fmt::format("waiting for {}", l->waiting_for.value_or("-")), 24)),
                        l->since_s ? human_duration(*l->since_s) : "-");
   }
   return out;

@@ -61,9 +61,9 @@ status_view busy_status() {
 TEST_CASE("a frame has a row per lane, the queue with reasons, pulls and runs", "[watch]") {
   auto text = render_frame(busy_status(), {});
   CHECK_THAT(text, Contains("slots 2/2   queue 1"));
-  CHECK_THAT(text, Contains("  0  ready     t-a  a holds  2.5s"));
+  CHECK_THAT(text, Contains("  0  ready     t-a                           a holds                           2.5s"));
   CHECK_THAT(text, Contains("  1  ready"));
-  CHECK_THAT(text, Contains("#0  t-q  q waits  queued  waiting for slots  4.0s"));
+  CHECK_THAT(text, Contains("#0  t-q                           q waits                           queued    waiting for slots         4.0s"));
   CHECK_THAT(text, Contains("[###############-----]  75%"));
   CHECK_THAT(text, Contains("ci-1  done 8  left 2"));
   CHECK(text.find('\x1b') == std::string::npos);  // plain unless asked for colour
