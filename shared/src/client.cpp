@@ -405,6 +405,8 @@ event_stream::end event_stream::run(const std::function<bool(const protocol::sta
   try {
     res = impl_->http.run(target, connect, idle, on_body);
   } catch (const detail::transport_error& e) {
+    // stop() before the answer's head arrived closes the socket under the read: not a failure.
+    if (impl_->http.cancelled()) return end::stopped;
     throw transport_failure("GET", full_url, impl_->url, e, std::chrono::duration_cast<seconds>(connect));
   }
   if (res.status / 100 != 2 && !impl_->http.cancelled()) throw from_response("GET", full_url, res.status, res.body);
