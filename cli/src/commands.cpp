@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include <spawn.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,8 +59,14 @@ void open_report(const client::client& c, const std::string& run, const std::str
   write_file(path.string(), html);
   std::cout << fmt::format("{}\n{}/v1/runs/{}/report.html\n", path.string(), c.url(), run);
   if (on_path("xdg-open")) {
-    const std::string cmd = fmt::format("xdg-open '{}' >/dev/null 2>&1 &", path.string());
-    if (std::system(cmd.c_str()) != 0) std::cerr << "xdg-open failed; open the file above\n";
+    // Spawned with an argv, never through a shell: the run id is part of the path.
+    std::string program = "xdg-open";
+    std::string file = path.string();
+    char* argv[] = {program.data(), file.data(), nullptr};
+    pid_t pid = 0;
+    if (::posix_spawnp(&pid, "xdg-open", nullptr, nullptr, argv, environ) != 0) {
+      std::cerr << "xdg-open failed; open the file above\n";
+    }
   }
 }
 
