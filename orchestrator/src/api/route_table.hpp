@@ -55,5 +55,6 @@ void add_status_routes(route_table& t, lease_service& s);
 void add_lease_routes(route_table& t, lease_service& s);
 void add_fixture_routes(route_table& t, lease_service& s);
 void add_run_routes(route_table& t, lease_service& s, render_fn off_loop);
+void add_control_routes(route_table& t, lease_service& s);
 
 }  // namespace sandlot::orchestrator
