@@ -13,6 +13,7 @@
 
 #include "autostart.hpp"
 #include "http_client.hpp"
+#include <sandlot/sse.hpp>
 
 namespace sandlot::client {
 namespace {
@@ -296,6 +297,123 @@ json client::run(const std::string& run_id) const {
 json client::end_run(const std::string& run_id) const {
   return call("DELETE", fmt::format("{}/runs/{}", protocol::api_prefix, run_id), {}, 200, seconds{120});
 }
+
+// --- the operator's endpoints ---------------------------------------------------------------
+
+std::vector<protocol::lease_view> client::leases(const std::string& run) const {
+  std::string target = fmt::format("{}/leases", protocol::api_prefix);
+  if (!run.empty()) target += "?run=" + protocol::percent_encode(run);
+  json j = call("GET", target, {}, 200);
+  const json& list = j.is_object() && j.contains("leases") ? j["leases"] : j;
+  return decode<std::vector<protocol::lease_view>>(list, "GET", join_url(opts_.url, target), 200);
+}
+
+protocol::why_view client::why(const std::string& id) const {
+  std::string target = lease_target(id, "/why");
+  json j = call("GET", target, {}, 200);
+  return decode<protocol::why_view>(j, "GET", join_url(opts_.url, target), 200);
+}
+
+protocol::drain_view client::drain(int wait_s) const {
+  wait_s = std::clamp(wait_s, 0, 300);
+  std::string target = fmt::format("{}/drain{}", protocol::api_prefix,
+                                   wait_s > 0 ? fmt::format("?wait_s={}", wait_s) : std::string());
+  json j = call("POST", target, {}, 200, seconds{wait_s});
+  return decode<protocol::drain_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+protocol::drain_view client::resume() const {
+  std::string target = fmt::format("{}/resume", protocol::api_prefix);
+  json j = call("POST", target, {}, 200);
+  return decode<protocol::drain_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+protocol::slots_view client::set_slots(int slots) const {
+  std::string target = fmt::format("{}/slots", protocol::api_prefix);
+  json j = call("PUT", target, json(protocol::slots_request{slots}).dump(), 200);
+  return decode<protocol::slots_view>(j, "PUT", join_url(opts_.url, target), 200);
+}
+
+protocol::lease_view client::evict(const std::string& id, const std::string& reason) const {
+  std::string target = lease_target(id, "/evict");
+  json j = call("POST", target, json(protocol::evict_request{reason}).dump(), 200);
+  return decode<protocol::lease_view>(j, "POST", join_url(opts_.url, target), 200);
+}
+
+std::vector<protocol::run_summary> client::runs() const {
+  std::string target = fmt::format("{}/runs", protocol::api_prefix);
+  json j = call("GET", target, {}, 200);
+  const json& list = j.is_object() && j.contains("runs") ? j["runs"] : j;
+  return decode<std::vector<protocol::run_summary>>(list, "GET", join_url(opts_.url, target), 200);
+}
+
+std::string client::report_html(const std::string& run_id) const {
+  const std::string target = fmt::format("{}/runs/{}/report.html", protocol::api_prefix, run_id);
+  response res = request("GET", target);
+  if (res.status != 200) throw from_response("GET", join_url(opts_.url, target), res.status, res.body);
+  return std::move(res.body);
+}
+
+client::readiness client::ready() const {
+  response res = request("GET", "/readyz");
+  readiness out;
+  out.http_status = res.status;
+  out.ready = res.status == 200;
+  json j = json::parse(res.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_object() && j.contains("status") && j["status"].is_string()) {
+    out.status = j["status"].get<std::string>();
+  } else {
+    out.status = out.ready ? "ready" : fmt::format("HTTP {}", res.status);
+  }
+  return out;
+}
+
+// --- event_stream -----------------------------------------------------------------------------
+
+struct event_stream::impl {
+  impl(std::string u, std::string t) : url(std::move(u)), http(url, std::move(t)) {}
+  std::string url;
+  detail::streaming_get http;
+};
+
+event_stream::event_stream(const client& c) : impl_(std::make_unique<impl>(c.opts_.url, c.opts_.token)) {}
+
+event_stream::~event_stream() = default;
+
+event_stream::end event_stream::run(const std::function<bool(const protocol::status_view&)>& on_status) {
+  const std::string target = fmt::format("{}/events", protocol::api_prefix);
+  const std::string full_url = join_url(impl_->url, target);
+  sse_parser parser;
+  bool asked_to_stop = false;
+  auto on_body = [&](std::string_view bytes) {
+    for (const sse_event& ev : parser.feed(bytes)) {
+      if (ev.event != "status" || asked_to_stop) continue;
+      json j = json::parse(ev.data, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) {
+        throw error("GET", full_url, 200, "bad_response", "a status event's data is not JSON");
+      }
+      if (!on_status(decode<protocol::status_view>(j, "GET", full_url, 200))) {
+        asked_to_stop = true;
+        impl_->http.cancel();
+      }
+    }
+  };
+  // Three missed keep-alives (every 15 s) mean the daemon is gone without closing.
+  constexpr std::chrono::milliseconds idle{45'000};
+  constexpr std::chrono::milliseconds connect{10'000};
+  detail::http_response res;
+  try {
+    res = impl_->http.run(target, connect, idle, on_body);
+  } catch (const detail::transport_error& e) {
+    // stop() before the answer's head arrived closes the socket under the read: not a failure.
+    if (impl_->http.cancelled()) return end::stopped;
+    throw transport_failure("GET", full_url, impl_->url, e, std::chrono::duration_cast<seconds>(connect));
+  }
+  if (res.status / 100 != 2 && !impl_->http.cancelled()) throw from_response("GET", full_url, res.status, res.body);
+  return impl_->http.cancelled() ? end::stopped : end::closed;
+}
+
+void event_stream::stop() { impl_->http.cancel(); }
 
 protocol::exec_result fixture::exec(std::vector<std::string> argv, std::optional<std::string> stdin_data,
                                     int timeout_s) const {

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -59,6 +61,30 @@ class http_client {
  private:
   http_url url_;
   std::string token_;
+};
+
+/// One GET whose body is handed over as it arrives, for GET /v1/events. run() blocks on a private
+/// io_context; cancel() may be called from any other thread and ends run() at once.
+class streaming_get {
+ public:
+  streaming_get(std::string_view url, std::string token);
+  ~streaming_get();
+  streaming_get(const streaming_get&) = delete;
+  streaming_get& operator=(const streaming_get&) = delete;
+
+  /// Sends GET `target` (once per object). For a 2xx answer, calls on_body with each piece of the
+  /// body until the server ends it, `idle_timeout` passes without a byte (the daemon sends a
+  /// keep-alive every 15 s) or cancel(); then returns the status with an empty body. Any other
+  /// answer is returned whole. Throws transport_error when no answer head arrived.
+  http_response run(std::string_view target, std::chrono::milliseconds connect_timeout,
+                    std::chrono::milliseconds idle_timeout, const std::function<void(std::string_view)>& on_body);
+  /// Ends run() soon; safe from any thread, before or during run().
+  void cancel();
+  bool cancelled() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 }  // namespace sandlot::client::detail

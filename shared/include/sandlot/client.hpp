@@ -110,6 +110,34 @@ class client {
   /// DELETE /v1/runs/{id}: ends the run, tearing down its fixtures; returns the final timeline.
   nlohmann::json end_run(const std::string& run_id) const;
 
+  // --- The operator's endpoints (docs/api.md, "GET /v1/status" to "GET / and GET /ui/") ---
+
+  /// GET /v1/leases?run=R: the live leases, oldest first; every run's when `run` is empty.
+  std::vector<protocol::lease_view> leases(const std::string& run = {}) const;
+  /// GET /v1/leases/{id}/why: what the lease waits for and who holds it.
+  protocol::why_view why(const std::string& id) const;
+  /// POST /v1/drain?wait_s=N: stop admitting; with wait_s > 0 (at most 300) answers once drained
+  /// or after wait_s seconds.
+  protocol::drain_view drain(int wait_s = 0) const;
+  /// POST /v1/resume: admit again.
+  protocol::drain_view resume() const;
+  /// PUT /v1/slots: the new budget, until the daemon stops.
+  protocol::slots_view set_slots(int slots) const;
+  /// POST /v1/leases/{id}/evict: ends the lease as the operator; its holder's next call gets 410.
+  protocol::lease_view evict(const std::string& id, const std::string& reason = {}) const;
+  /// GET /v1/runs: every run the daemon remembers.
+  std::vector<protocol::run_summary> runs() const;
+  /// GET /v1/runs/{id}/report.html: the run's self-contained HTML report.
+  std::string report_html(const std::string& run_id) const;
+  /// The daemon's readiness (GET /readyz): `status` is its word ("ready", "prepulling", "draining").
+  struct readiness {
+    bool ready = false;
+    int http_status = 0;
+    std::string status;
+  };
+  /// GET /readyz; throws error only when no answer arrived.
+  readiness ready() const;
+
   struct response {
     int status = 0;
     std::string body;
@@ -126,10 +154,38 @@ class client {
   client with_timeout(std::chrono::seconds timeout) const;
 
  private:
+  friend class event_stream;  // opens its stream with this client's URL and token
   nlohmann::json call(std::string_view method, const std::string& target, std::string_view body,
                       int expect_status, std::chrono::seconds extra_timeout = std::chrono::seconds{0}) const;
   options opts_;
   bool autostart_ = false;  // a refused connection starts a daemon (see the constructor)
+};
+
+/// GET /v1/events: the daemon's status as it changes. run() blocks until the daemon ends the
+/// stream, a callback returns false, or stop() is called from another thread.
+///
+///   sandlot::client::event_stream events(c);
+///   events.run([](const protocol::status_view& st) { draw(st); return true; });
+class event_stream {
+ public:
+  explicit event_stream(const client& c);
+  ~event_stream();
+  event_stream(const event_stream&) = delete;
+  event_stream& operator=(const event_stream&) = delete;
+
+  enum class end {
+    stopped,         // stop() or the callback asked for it
+    closed,          // the daemon ended the stream (it stops), or it fell silent past 45 s
+  };
+  /// Calls on_status for each `status` event (comments and other events are skipped). Throws
+  /// error for a non-2xx answer, no answer, or an event whose data is not a status.
+  end run(const std::function<bool(const protocol::status_view&)>& on_status);
+  /// Safe from any thread; run() returns soon after.
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 /// A once-per-run fixture held by a lease (the hold ends with the lease).
