@@ -128,9 +128,9 @@ TEST_CASE("the route table holds every documented endpoint once", "[router]") {
                                "POST /v1/leases/{lease}/fixtures", "GET /v1/fixtures/{fixture}",
                                "POST /v1/fixtures/{fixture}/ready", "POST /v1/fixtures/{fixture}/fail",
                                "POST /v1/fixtures/{fixture}/exec", "GET /v1/runs", "GET /v1/runs/{run}",
-                               "DELETE /v1/runs/{run}", "GET /v1/runs/{run}/report.html"}) {
+                               "DELETE /v1/runs/{run}", "GET /v1/runs/{run}/report.html", "GET /", "GET /ui/"}) {
     INFO(expected);
     CHECK(std::count(routes.begin(), routes.end(), expected) == 1);
   }
-  CHECK(routes.size() == 21);
+  CHECK(routes.size() == 23);
 }

@@ -27,6 +27,7 @@ router::router(lease_service& service, access_policy policy) : service_(service)
   add_lease_routes(routes_, service_);
   add_fixture_routes(routes_, service_);
   add_run_routes(routes_, service_, [this](std::function<std::string()> render) { return off_loop(std::move(render)); });
+  add_ui_routes(routes_);
 }
 
 void router::add_stream(std::string path, stream_handler h) { streams_[std::move(path)] = std::move(h); }
