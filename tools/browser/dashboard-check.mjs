@@ -16,7 +16,10 @@ const STEP_MS = 60000;  // a lease on a cold engine takes seconds; a step that t
 
 function must(name) {
   const v = process.env[name];
-  if (!v) fail(`${name} is not set (run scripts/dashboard-check, not this file)`);
+  if (!v) {
+    console.error(`dashboard-check: ${name} is not set (run scripts/dashboard-check, not this file)`);
+    process.exit(2);
+  }
   return v;
 }
 function fail(message) {
