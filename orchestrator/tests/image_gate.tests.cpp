@@ -106,7 +106,7 @@ struct harness {
     gate.emplace(
         io.get_executor(),
         [this](const std::string& image) { return registry.exists(image); },
-        [this](const std::string& image, std::chrono::steady_clock::time_point) {
+        [this](const std::string& image, std::chrono::steady_clock::time_point, image_gate::progress_fn) {
           return registry.pull(image);
         },
         opts);

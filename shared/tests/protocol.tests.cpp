@@ -302,7 +302,7 @@ TEST_CASE("status and image states round-trip through JSON", "[protocol]") {
   REQUIRE(out.leases.size() == 1);
   CHECK(out.leases[0].id == "l-1");
   CHECK(out.leases[0].state == lease_state::ready);
-  REQUIRE(out.images.size() == 2);
+  REQUIRE(out.images.size() == 3);
   CHECK(out.images[0].state == "present");
   CHECK(out.images[1].waiters == 1);
   CHECK(out.images[1].error == "manifest unknown");

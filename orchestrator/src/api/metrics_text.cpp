@@ -8,7 +8,10 @@ using protocol::lease_state;
 
 std::string render_metrics(const core_metrics& m) {
   std::string out;
-  render_metric(out, "sandlot_slots_total", "gauge", "Slot budget (--slots).", m.slots_total);
+  // Not "sandlot_slots_total": a _total suffix tells Prometheus tools a counter, and promtool
+  // refuses it on a gauge (scripts/check-metrics). GET /v1/status keeps its "slots_total" field.
+  render_metric(out, "sandlot_slots_budget", "gauge", "Slot budget (--slots, or what --slots auto derived).",
+                m.slots_total);
   render_metric(out, "sandlot_slots_in_use", "gauge", "Slots held by admitted leases.", m.slots_in_use);
   render_metric(out, "sandlot_queue_length", "gauge", "Leases waiting for slots.", m.queue_length);
   render_metric(out, "sandlot_ready", "gauge", "1 once every prepull finished.", m.ready ? 1 : 0);
@@ -30,6 +33,16 @@ std::string render_metrics(const core_metrics& m) {
                 static_cast<double>(m.pulls_started));
   render_metric(out, "sandlot_pulls_failed_total", "counter", "Pull attempts that failed.",
                 static_cast<double>(m.pulls_failed));
+  render_metric(out, "sandlot_pull_bytes_total", "counter", "Bytes the engine reported fetched by pulls that succeeded.",
+                static_cast<double>(m.pull_bytes));
+  render_metric(out, "sandlot_pull_seconds_total", "counter", "Seconds spent in pulls that succeeded.", m.pull_seconds);
+  render_metric(out, "sandlot_pulls_succeeded_total", "counter", "Pulls that succeeded.",
+                static_cast<double>(m.pulls_finished));
+  render_metric(out, "sandlot_draining", "gauge", "1 while the daemon drains (POST /v1/drain).", m.draining ? 1 : 0);
+  render_metric(out, "sandlot_evictions_total", "counter", "Leases ended by the operator (POST /v1/leases/{id}/evict).",
+                static_cast<double>(m.evictions));
+  render_metric(out, "sandlot_event_streams", "gauge", "Open GET /v1/events streams.",
+                static_cast<double>(m.event_streams));
   m.counts->wait_seconds.render(out, "sandlot_lease_wait_seconds", "Time a lease waited for slots (queued to admitted).");
   m.counts->gate_seconds.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
   m.counts->ready_seconds.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");

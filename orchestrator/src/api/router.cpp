@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "async_event.hpp"
+#include "event_stream.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -27,7 +28,15 @@ router::router(lease_service& service, access_policy policy) : service_(service)
   add_lease_routes(routes_, service_);
   add_fixture_routes(routes_, service_);
   add_run_routes(routes_, service_, [this](std::function<std::string()> render) { return off_loop(std::move(render)); });
+  add_control_routes(routes_, service_);
+  add_stream("/v1/events", make_event_stream(service_));
   add_ui_routes(routes_);
+}
+
+std::vector<std::string> router::routes() const {
+  auto all = routes_.list();
+  for (const auto& [path, handler] : streams_) all.push_back("GET " + path);
+  return all;
 }
 
 void router::add_stream(std::string path, stream_handler h) { streams_[std::move(path)] = std::move(h); }

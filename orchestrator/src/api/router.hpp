@@ -56,7 +56,7 @@ class router {
   /// refuses the request (handle() then answers it with the reason).
   const stream_handler* stream_for(const http_request& req) const;
   /// Every route as "METHOD /pattern" (docs/api.md; the OpenAPI check of issue 13).
-  std::vector<std::string> routes() const { return routes_.list(); }
+  std::vector<std::string> routes() const;
 
   /// Runs `render` (a run's report, which grows with the run) on a worker thread, so a big report
   /// does not stall every other request and the reaper on the daemon's one thread.

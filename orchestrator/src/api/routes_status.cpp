@@ -17,6 +17,11 @@ void add_status_routes(route_table& t, lease_service& s) {
     co_return json_response(200, json{{"status", "ok"}}, c.req);
   });
   t.add(http::get, "/readyz", [&s](const route_call& c) -> asio::awaitable<http_response> {
+    if (s.draining()) {
+      co_return json_response(
+          503, json{{"status", "draining"}, {"message", "the operator drains this daemon (POST /v1/drain); POST /v1/resume admits again"}},
+          c.req);
+    }
     if (s.ready()) co_return json_response(200, json{{"status", "ready"}}, c.req);
     co_return json_response(
         503, json{{"status", "prepulling"}, {"message", "prepulls are still running; see GET /v1/status"}}, c.req);

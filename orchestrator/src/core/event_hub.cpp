@@ -10,6 +10,7 @@ std::string_view to_string(event_kind k) noexcept {
     case event_kind::lease: return "lease";
     case event_kind::fixture: return "fixture";
     case event_kind::budget: return "budget";
+    case event_kind::image: return "image";
   }
   return "lease";
 }

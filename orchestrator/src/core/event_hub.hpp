@@ -21,6 +21,7 @@ enum class event_kind {
   lease,    // a lease changed state: subject is its id, state the API's word for it
   fixture,  // a fixture changed state: creating, ready, gone
   budget,   // slots were admitted or given back: subject is empty, state "in_use=N/total=M"
+  image,    // an image's gate state or pull progress changed: subject is the image
 };
 
 std::string_view to_string(event_kind k) noexcept;

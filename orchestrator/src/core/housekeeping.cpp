@@ -158,6 +158,7 @@ asio::awaitable<void> lease_service::sweep_orphans() {
 
 asio::awaitable<void> lease_service::shutdown() {
   shutting_down_ = true;
+  stopping_.notify_all();
   fixtures_.stop_rebuilding();
   spdlog::info("shutting down: failing queued leases and removing every sandbox");
   std::vector<lease_ptr> live;

@@ -90,6 +90,7 @@ asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entr
     }
     cap_freed_.notify_all();
     result->finished.notify_all();
+    notify(image);
   };
   if (e->waiters == 0) {
     settle();
@@ -97,6 +98,10 @@ asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entr
   }
   ++active_pulls_;
   e->state = image_state::pulling;
+  e->bytes_done.reset();
+  e->bytes_total.reset();
+  e->pull_started = clock::now();
+  notify(image);
   bool slot_held = true;
   auto give_slot_back = [&] {
     if (slot_held) --active_pulls_;
@@ -104,7 +109,7 @@ asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entr
   };
   auto pull = [&]() -> asio::awaitable<void> {
     try {
-      if (!co_await exists_(image)) co_await pull_with_retries(image);
+      if (!co_await exists_(image)) co_await pull_with_retries(image, e);
       result->ok = true;
     } catch (const api_error& ex) {
       result->error = ex.message();
@@ -130,15 +135,26 @@ asio::awaitable<void> image_gate::flight(std::string image, std::shared_ptr<entr
   settle();  // nothing to do when the pull settled it
 }
 
-asio::awaitable<void> image_gate::pull_with_retries(const std::string& image) {
+asio::awaitable<void> image_gate::pull_with_retries(const std::string& image, std::shared_ptr<entry> e) {
   const auto deadline = clock::now() + opts_.pull_deadline;
+  progress_fn progress = [this, image, e](std::int64_t done, std::int64_t total) {
+    e->bytes_done = done;
+    e->bytes_total = total;
+    const auto now = clock::now();
+    if (now - e->last_notice < std::chrono::milliseconds(200) && done < total) return;
+    e->last_notice = now;
+    notify(image);
+  };
   auto backoff = opts_.backoff;
   for (int attempt = 1;; ++attempt) {
     ++pulls_started_;
     std::exception_ptr failure;
     try {
       spdlog::info("image gate: pulling {} (attempt {}/{})", image, attempt, opts_.attempts);
-      co_await pull_(image, deadline);
+      co_await pull_(image, deadline, progress);
+      ++pulls_succeeded_;
+      pulled_bytes_ += static_cast<std::uint64_t>(std::max<std::int64_t>(0, e->bytes_total.value_or(0)));
+      pull_seconds_ += std::chrono::duration<double>(clock::now() - e->pull_started).count();
       co_return;
     } catch (...) {
       failure = std::current_exception();
@@ -205,6 +221,11 @@ std::vector<protocol::image_status> image_gate::snapshot() const {
     }
     s.waiters = e->waiters;
     s.error = e->error;
+    if (e->state == image_state::pulling) {
+      s.bytes_done = e->bytes_done;
+      s.bytes_total = e->bytes_total;
+      s.since_s = std::chrono::duration<double>(clock::now() - e->pull_started).count();
+    }
     out.push_back(std::move(s));
   }
   return out;

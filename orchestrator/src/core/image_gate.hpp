@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,10 +28,14 @@ class image_gate {
  public:
   /// True when the engine already has the image.
   using exists_fn = std::function<boost::asio::awaitable<bool>(const std::string& image)>;
+  /// Bytes fetched and in all, as a pull goes.
+  using progress_fn = std::function<void(std::int64_t done, std::int64_t total)>;
   /// Pulls the image; throws (any std::exception) with the engine's reason on failure. The
-  /// deadline is the moment the attempt must give up.
+  /// deadline is the moment the attempt must give up; `progress` is called as the engine reports.
   using pull_fn = std::function<boost::asio::awaitable<void>(
-      const std::string& image, std::chrono::steady_clock::time_point deadline)>;
+      const std::string& image, std::chrono::steady_clock::time_point deadline, progress_fn progress)>;
+  /// Told when an image's state or pull progress changed (at most every 200 ms for progress).
+  using observer_fn = std::function<void(const std::string& image)>;
 
   struct options {
     int max_concurrent_pulls = 2;
@@ -55,6 +60,11 @@ class image_gate {
   std::size_t remembered() const noexcept { return images_.size(); }
 
   std::vector<protocol::image_status> snapshot() const;
+  void set_observer(observer_fn f) { observer_ = std::move(f); }
+  /// Bytes the engine reported for pulls that succeeded, and their seconds, summed.
+  std::uint64_t pulled_bytes() const noexcept { return pulled_bytes_; }
+  double pull_seconds() const noexcept { return pull_seconds_; }
+  std::uint64_t pulls_succeeded() const noexcept { return pulls_succeeded_; }
   std::uint64_t pulls_started() const noexcept { return pulls_started_; }
   std::uint64_t pulls_failed() const noexcept { return pulls_failed_; }
   std::uint64_t flights_started() const noexcept { return flights_started_; }
@@ -76,11 +86,19 @@ class image_gate {
     int waiters = 0;
     std::shared_ptr<flight_result> current;  // the flight in progress, if any
     async_event abandoned;  // the last waiter left: a flight nobody waits for gives its pull slot back
+    // The pull in progress (reset when a pull starts): what the engine reported, and since when.
+    std::optional<std::int64_t> bytes_done;
+    std::optional<std::int64_t> bytes_total;
+    std::chrono::steady_clock::time_point pull_started{};
+    std::chrono::steady_clock::time_point last_notice{};
   };
 
   boost::asio::awaitable<void> flight(std::string image, std::shared_ptr<entry> e,
                                       std::shared_ptr<flight_result> result);
-  boost::asio::awaitable<void> pull_with_retries(const std::string& image);
+  boost::asio::awaitable<void> pull_with_retries(const std::string& image, std::shared_ptr<entry> e);
+  void notify(const std::string& image) const {
+    if (observer_) observer_(image);
+  }
 
   boost::asio::any_io_executor ex_;
   exists_fn exists_;
@@ -92,6 +110,10 @@ class image_gate {
   std::uint64_t pulls_started_ = 0;
   std::uint64_t pulls_failed_ = 0;
   std::uint64_t flights_started_ = 0;
+  std::uint64_t pulled_bytes_ = 0;
+  double pull_seconds_ = 0;
+  std::uint64_t pulls_succeeded_ = 0;
+  observer_fn observer_;
 };
 
 }  // namespace sandlot::orchestrator

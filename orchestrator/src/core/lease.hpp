@@ -56,6 +56,7 @@ struct lease {
   std::optional<end_request> end;  // set on entering stopping or ending: what renew and exec answer
 
   clock::time_point created_at = clock::now();
+  clock::time_point state_since = created_at;    // when `state` last changed
   std::optional<clock::time_point> admitted_at;  // holds slots from then until they are given back
   std::optional<clock::time_point> pulled_at;    // passed the gate
   std::optional<clock::time_point> ready_at;

@@ -65,6 +65,7 @@ void lease_service::move_to(lease& l, lease_stage to) {
 }
 
 void lease_service::set_state(lease& l, lease_state s, std::optional<std::string> waiting_for) {
+  if (l.state != s) l.state_since = clock::now();
   l.state = s;
   l.waiting_for = std::move(waiting_for);
   events_.publish_lease(l.id, s, l.req.run);
@@ -74,11 +75,13 @@ void lease_service::set_state(lease& l, lease_state s, std::optional<std::string
 void lease_service::publish_budget() {
   events_.publish(event_kind::budget, {}, fmt::format("in_use={}/total={}", broker_.slots_in_use(),
                                                       broker_.slots_total()));
+  budget_changed_.notify_all();
 }
 
 void lease_service::admit_waiting() {
-  // While shutting down, slots freed by ending leases must not start queued ones.
-  if (shutting_down_) return;
+  // While shutting down, slots freed by ending leases must not start queued ones; while draining,
+  // nothing new starts either (the queue stays, in order, for POST /v1/resume).
+  if (shutting_down_ || draining_) return;
   bool admitted = false;
   for (auto& a : broker_.admit()) {
     auto it = leases_.find(a.lease_id);

@@ -79,19 +79,22 @@ lease_service::lease_service(asio::any_io_executor ex, sandbox_provider& provide
           [this](const std::string& image) -> asio::awaitable<bool> {
             co_return co_await provider_.image_present(image);
           },
-          [this](const std::string& image, clock::time_point deadline) -> asio::awaitable<void> {
+          [this](const std::string& image, clock::time_point deadline,
+                 image_gate::progress_fn progress) -> asio::awaitable<void> {
             // Checked at pull time, not at create: an image already in the engine may be used
             // whatever its registry; only reaching out to a registry is restricted.
             if (auto refusal = pull_refusal(parse_image_ref(image), opts_.allowed_registries);
                 !refusal.empty()) {
               throw provider_error(provider_failure::not_allowed, refusal);
             }
-            co_await provider_.pull(image, deadline);
+            co_await provider_.pull(image, deadline, std::move(progress));
           },
           opts_.gate),
       commands_(provider, opts_.exec_output_limit),
       runs_(opts_),
-      fixtures_(fixture_registry::parts{ex, provider, gate_, runs_, commands_, events_, opts_}) {}
+      fixtures_(fixture_registry::parts{ex, provider, gate_, runs_, commands_, events_, opts_}) {
+  gate_.set_observer([this](const std::string& image) { events_.publish(event_kind::image, image, "changed"); });
+}
 
 lease_service::~lease_service() = default;
 
@@ -321,7 +324,9 @@ protocol::lease_view lease_service::view(const lease& l) const {
     int pos = broker_.position(l.id);
     if (pos >= 0) v.position = pos;
     if (auto why = broker_.waiting_for(l.id); !why.empty()) v.waiting_for = why;
+    if (draining_) v.waiting_for = "draining";
   }
+  v.since_s = std::chrono::duration<double>(clock::now() - l.state_since).count();
   if (!l.ended()) v.expires_in_s = seconds_until(l.expires_at);
   if (!l.ended()) v.sandbox = l.sandbox;
   v.error = l.error;
@@ -403,6 +408,10 @@ protocol::status_view lease_service::status() const {
     if (!l->ended()) s.leases.push_back(view(*l));
   }
   s.images = gate_.snapshot();
+  s.draining = draining_;
+  s.seq = events_.last_seq();
+  s.lanes = lane_views(clock::now());
+  s.runs = run_summaries();
   return s;
 }
 
@@ -417,6 +426,12 @@ core_metrics lease_service::metrics() const {
   }
   m.pulls_started = gate_.pulls_started();
   m.pulls_failed = gate_.pulls_failed();
+  m.draining = draining_;
+  m.pull_bytes = gate_.pulled_bytes();
+  m.pull_seconds = gate_.pull_seconds();
+  m.pulls_finished = gate_.pulls_succeeded();
+  m.evictions = evictions_;
+  m.event_streams = event_streams_;
   m.counts = &telemetry_;
   return m;
 }

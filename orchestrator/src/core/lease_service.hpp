@@ -6,6 +6,7 @@
 //   lease_service.cpp    requests: create, get, renew, release, commands, fixtures, runs, status
 //   lease_lifecycle.cpp  admission, start-up (gate, create), and the end of a lease
 //   housekeeping.cpp     the reaper (expiry), the orphan sweep, prepulls and shutdown
+//   operator_control.cpp the operator's view and hands: lanes, why, drain, slots, evict
 //
 // Every member runs on one io_context thread: no locks, and no state is touched across threads.
 #pragma once
@@ -55,6 +56,12 @@ class lease_service {
   boost::asio::awaitable<void> shutdown();
 
   bool ready() const noexcept { return prepull_done_; }
+  bool draining() const noexcept { return draining_; }
+  bool shutting_down() const noexcept { return shutting_down_; }
+  /// Notified once shutdown begins: streams that outlive requests (GET /v1/events) end on it.
+  async_event& stopping() noexcept { return stopping_; }
+  /// GET /v1/events streams open now (the API counts them; /metrics shows them).
+  void set_event_streams(std::size_t n) noexcept { event_streams_ = n; }
   const service_options& options() const noexcept { return opts_; }
   event_hub& events() noexcept { return events_; }
 
@@ -100,6 +107,20 @@ class lease_service {
   boost::asio::awaitable<run_timeline> end_run(const std::string& id);
 
   protocol::status_view status() const;
+
+  // --- the operator (operator_control.cpp)
+  /// GET /v1/leases?run=R: the live leases (not ended), oldest first; every run when `run` is empty.
+  std::vector<protocol::lease_view> live_leases(const std::string& run) const;
+  /// GET /v1/leases/{id}/why.
+  protocol::why_view why(const std::string& id) const;
+  /// POST /v1/drain?wait_s=N: stops admitting; returns once nothing holds slots or after wait_s.
+  boost::asio::awaitable<protocol::drain_view> drain(int wait_s);
+  /// POST /v1/resume: admits again.
+  protocol::drain_view resume();
+  /// PUT /v1/slots: a new budget; queued leases wider than it fail.
+  protocol::slots_view set_slots(int slots);
+  /// POST /v1/leases/{id}/evict: ends the lease as failed (code evicted) with the operator's reason.
+  boost::asio::awaitable<protocol::lease_view> evict(const std::string& id, std::string reason);
   /// What /metrics shows.
   core_metrics metrics() const;
   /// True when nothing is in use: no lease queued, starting or held, no fixture alive and no
@@ -124,6 +145,9 @@ class lease_service {
   static protocol::api_error ending(const lease& l);
   protocol::lease_view view(const lease& l) const;
   void heartbeat(lease& l);
+  protocol::drain_view drain_status() const;
+  std::vector<protocol::lane_view> lane_views(clock::time_point now) const;
+  std::vector<protocol::run_summary> run_summaries() const;
   std::string next_lease_name(const protocol::lease_request& req);
 
   // --- lifecycle (lease_lifecycle.cpp)
@@ -178,6 +202,11 @@ class lease_service {
   std::size_t live_leases_ = 0;  // created and not yet ended: idle() without a scan
   bool prepull_done_ = false;
   bool shutting_down_ = false;
+  bool draining_ = false;        // POST /v1/drain: nothing is admitted until POST /v1/resume
+  async_event budget_changed_;   // slots admitted or given back: drain's wait
+  async_event stopping_;
+  std::uint64_t evictions_ = 0;
+  std::size_t event_streams_ = 0;
 };
 
 }  // namespace sandlot::orchestrator

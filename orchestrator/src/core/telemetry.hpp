@@ -40,6 +40,12 @@ struct core_metrics {
   std::map<protocol::lease_state, int> live;  // live leases by state
   std::uint64_t pulls_started = 0;
   std::uint64_t pulls_failed = 0;
+  bool draining = false;
+  std::uint64_t evictions = 0;
+  std::size_t event_streams = 0;
+  std::uint64_t pull_bytes = 0;        // bytes the engine reported pulled, all images
+  double pull_seconds = 0;             // time spent in finished pull flights
+  std::uint64_t pulls_finished = 0;
   const lease_telemetry* counts = nullptr;  // valid while the lease service lives
 };
 

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <cstddef>
 #include <optional>
 #include <stdexcept>
@@ -94,8 +96,11 @@ class sandbox_provider {
   virtual boost::asio::awaitable<bool> image_present(std::string image) = 0;
   /// The id of the image `image` names now (what a run pins its leases to).
   virtual boost::asio::awaitable<std::string> image_id(std::string image) = 0;
-  /// Fetches the image from its registry, giving up at `deadline`.
-  virtual boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline) = 0;
+  /// Bytes of an image's layers fetched so far and in all, as the engine reports them.
+  using pull_progress = std::function<void(std::int64_t done, std::int64_t total)>;
+  /// Fetches the image from its registry, giving up at `deadline`; `progress` (may be empty) is
+  /// called as the engine reports layer sizes.
+  virtual boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline, pull_progress progress) = 0;
 
   /// Makes the sandbox, starts it and checks it runs. A sandbox made before a later step failed
   /// is removed before this throws.

@@ -152,16 +152,19 @@ asio::awaitable<std::string> fake_provider::image_id(std::string image) {
   co_return it->second;
 }
 
-asio::awaitable<void> fake_provider::pull(std::string image, clock::time_point /*deadline*/) {
+asio::awaitable<void> fake_provider::pull(std::string image, clock::time_point /*deadline*/, pull_progress progress) {
   ++pulls_[image];
   log("pull " + image);
   auto failure = take(pull_failures_);
   co_await engine_turn();
+  // Half the bytes, then the delay, then the rest: a pull in flight shows progress.
+  if (progress) progress(fake_image_bytes / 2, fake_image_bytes);
   co_await sleep_for(pull_delay_);
   if (failure) {
     log("pull failed " + image);
     throw provider_error(failure->reason, failure->message);
   }
+  if (progress) progress(fake_image_bytes, fake_image_bytes);
   images_.insert(image);
   if (image_ids_.count(image) == 0) image_ids_[image] = made_up_image_id(image);
   log("pulled " + image);

@@ -117,7 +117,9 @@ class fake_provider final : public sandbox_provider {
   boost::asio::awaitable<std::string> connect() override;
   boost::asio::awaitable<bool> image_present(std::string image) override;
   boost::asio::awaitable<std::string> image_id(std::string image) override;
-  boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline) override;
+  boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline, pull_progress progress) override;
+  /// The size every pull reports: half of it before the pull delay, all of it at the end.
+  static constexpr std::int64_t fake_image_bytes = 4096;
   boost::asio::awaitable<protocol::sandbox_info> create(const sandbox_spec& spec) override;
   boost::asio::awaitable<exec_output> exec(std::string sandbox_id, exec_spec spec) override;
   boost::asio::awaitable<void> write_file(std::string sandbox_id, std::string path,

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -55,6 +57,25 @@ class engine_error : public provider_error {
 
 class stream_demuxer;
 
+/// Reads the engine's pull stream as it grows (one JSON object a line) and sums the layers'
+/// "Downloading" progress into bytes fetched and bytes in all.
+class pull_progress_reader {
+ public:
+  explicit pull_progress_reader(std::function<void(std::int64_t, std::int64_t)> report) : report_(std::move(report)) {}
+  /// `body` is the whole stream so far; only complete lines not read before are looked at.
+  void read(const std::string& body);
+
+ private:
+  struct layer {
+    std::int64_t done = 0;
+    std::int64_t total = 0;
+  };
+  bool note(const std::string& id, const std::string& status, const nlohmann::json& detail);
+  std::function<void(std::int64_t, std::int64_t)> report_;
+  std::map<std::string, layer> layers_;
+  std::size_t scanned_ = 0;
+};
+
 class docker_client {
  public:
   docker_client(boost::asio::any_io_executor ex, engine_address addr);
@@ -92,10 +113,12 @@ class docker_client {
   /// The image id ("sha256:...") `ref` names in the engine now. Throws engine_error (404 if absent).
   boost::asio::awaitable<std::string> image_id(const std::string& ref);
   /// Pulls `ref`, reading the whole progress stream; throws engine_error with the engine's reason.
-  /// Gives up at `deadline`, or when the stream shows no progress for `stall_timeout`.
+  /// Gives up at `deadline`, or when the stream shows no progress for `stall_timeout`. `progress`
+  /// (may be empty) gets the layers' bytes fetched and in all as the stream reports them.
   boost::asio::awaitable<void> pull(const std::string& ref,
                                     std::chrono::steady_clock::time_point deadline,
-                                    std::chrono::milliseconds stall_timeout = std::chrono::seconds(60));
+                                    std::chrono::milliseconds stall_timeout = std::chrono::seconds(60),
+                                    std::function<void(std::int64_t, std::int64_t)> progress = {});
 
   /// Creates and starts a container; returns its id. Throws engine_error.
   boost::asio::awaitable<std::string> create_container(const std::string& name,

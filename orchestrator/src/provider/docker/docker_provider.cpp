@@ -159,8 +159,8 @@ asio::awaitable<std::string> docker_provider::image_id(std::string image) {
   co_return co_await engine_.image_id(image);
 }
 
-asio::awaitable<void> docker_provider::pull(std::string image, clock::time_point deadline) {
-  co_await engine_.pull(image, deadline);
+asio::awaitable<void> docker_provider::pull(std::string image, clock::time_point deadline, pull_progress progress) {
+  co_await engine_.pull(image, deadline, std::chrono::seconds(60), std::move(progress));
 }
 
 asio::awaitable<void> docker_provider::remove(std::string sandbox_id) {

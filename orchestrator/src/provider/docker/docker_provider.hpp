@@ -33,7 +33,7 @@ class docker_provider final : public sandbox_provider {
   boost::asio::awaitable<std::string> connect() override;
   boost::asio::awaitable<bool> image_present(std::string image) override;
   boost::asio::awaitable<std::string> image_id(std::string image) override;
-  boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline) override;
+  boost::asio::awaitable<void> pull(std::string image, clock::time_point deadline, pull_progress progress) override;
   /// Creates and starts the container and checks it is running (see sandbox_provider::create).
   boost::asio::awaitable<protocol::sandbox_info> create(const sandbox_spec& spec) override;
   boost::asio::awaitable<exec_output> exec(std::string sandbox_id, exec_spec spec) override;
