@@ -25,7 +25,7 @@ std::string router::refusal(const http_request& req) const {
   }
   if (auto it = req.find(http::field::origin); it != req.end()) {
     const std::string origin = lowercase(it->value());
-    // The daemon's own pages (the dashboard to come) are same-origin.
+    // The daemon's own page (the dashboard, GET /) is same-origin.
     const bool own = !host.empty() && origin == "http://" + lowercase(host);
     const bool listed = std::any_of(policy_.allowed_origins.begin(), policy_.allowed_origins.end(),
                                     [&](const std::string& o) { return lowercase(o) == origin; });
