@@ -130,7 +130,7 @@ TEST_CASE("the route table holds every documented endpoint once", "[router]") {
       "POST /v1/leases/{lease}/fixtures", "GET /v1/fixtures/{fixture}", "POST /v1/fixtures/{fixture}/ready",
       "POST /v1/fixtures/{fixture}/fail", "POST /v1/fixtures/{fixture}/exec", "GET /v1/runs", "GET /v1/runs/{run}",
       "DELETE /v1/runs/{run}", "GET /v1/runs/{run}/report.html", "POST /v1/drain", "POST /v1/resume",
-      "PUT /v1/slots", "GET /v1/events",
+      "PUT /v1/slots", "GET /v1/events", "GET /", "GET /ui/",
       "GET /v1/test-stream",  // this fixture's own streaming route
   };
   for (const auto& e : expected) {

@@ -25,7 +25,7 @@ std::string router::refusal(const http_request& req) const {
   }
   if (auto it = req.find(http::field::origin); it != req.end()) {
     const std::string origin = lowercase(it->value());
-    // The daemon's own pages (the dashboard to come) are same-origin.
+    // The daemon's own page (the dashboard, GET /) is same-origin.
     const bool own = !host.empty() && origin == "http://" + lowercase(host);
     const bool listed = std::any_of(policy_.allowed_origins.begin(), policy_.allowed_origins.end(),
                                     [&](const std::string& o) { return lowercase(o) == origin; });
@@ -43,6 +43,11 @@ bool router::authorized(const http_request& req) const {
   if (token_.empty()) return true;
   const std::string_view target = req.target();
   if (target == "/healthz" || target.rfind("/healthz?", 0) == 0) return true;
+  // The dashboard page holds no data and every request it makes carries the token, which a
+  // browser can only give it through the URL's fragment: the page itself is served without one.
+  // Host and Origin were checked before (refusal), so a foreign page still cannot frame or read it.
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (req.method() == http::verb::get && (path == "/" || path == "/ui/")) return true;
   auto it = req.find(http::field::authorization);
   if (it == req.end()) return false;
   std::string_view got = it->value();

@@ -56,5 +56,7 @@ void add_lease_routes(route_table& t, lease_service& s);
 void add_fixture_routes(route_table& t, lease_service& s);
 void add_run_routes(route_table& t, lease_service& s, render_fn off_loop);
 void add_control_routes(route_table& t, lease_service& s);
+/// GET / and GET /ui/: the dashboard page (routes_ui.cpp).
+void add_ui_routes(route_table& t);
 
 }  // namespace sandlot::orchestrator

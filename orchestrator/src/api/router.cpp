@@ -30,6 +30,7 @@ router::router(lease_service& service, access_policy policy) : service_(service)
   add_run_routes(routes_, service_, [this](std::function<std::string()> render) { return off_loop(std::move(render)); });
   add_control_routes(routes_, service_);
   add_stream("/v1/events", make_event_stream(service_));
+  add_ui_routes(routes_);
 }
 
 std::vector<std::string> router::routes() const {
