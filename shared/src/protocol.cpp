@@ -585,6 +585,7 @@ void to_json(json& j, const run_summary& v) {
   j = json{{"run", v.run},     {"started_at", v.started_at}, {"leases", v.leases}, {"live_leases", v.live_leases},
            {"fixtures", v.fixtures}, {"ended", v.ended},
            {"report", "/v1/runs/" + percent_encode(v.run) + "/report.html"}};
+  put_optional(j, "efficiency", v.efficiency);
 }
 void from_json(const json& j, run_summary& v) {
   read(j, "run", v.run);
@@ -593,6 +594,7 @@ void from_json(const json& j, run_summary& v) {
   if (const json* n = find(j, "live_leases")) v.live_leases = n->get<std::size_t>();
   if (const json* n = find(j, "fixtures")) v.fixtures = n->get<std::size_t>();
   read_bool(j, "ended", v.ended);
+  if (const json* e = find(j, "efficiency")) v.efficiency = e->get<double>();
 }
 
 void to_json(json& j, const status_view& v) {

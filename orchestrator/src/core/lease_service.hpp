@@ -102,7 +102,7 @@ class lease_service {
   /// GET /v1/runs/{id}.
   run_timeline run(const std::string& id) const;
   /// GET /v1/runs: every run still remembered, oldest first.
-  std::vector<run_listing> runs() const { return runs_.list(); }
+  std::vector<run_listing> runs() const { return runs_.list(broker_.slots_total()); }
   /// DELETE /v1/runs/{id}: the run is over; its fixtures are torn down now.
   boost::asio::awaitable<run_timeline> end_run(const std::string& id);
 

@@ -61,7 +61,7 @@ std::vector<protocol::lane_view> lease_service::lane_views(clock::time_point now
   return lanes;
 }
 
-std::vector<protocol::run_summary> lease_service::run_summaries() const { return runs_.list(); }
+std::vector<protocol::run_summary> lease_service::run_summaries() const { return runs_.list(broker_.slots_total()); }
 
 std::vector<protocol::lease_view> lease_service::live_leases(const std::string& run) const {
   std::vector<const lease*> live;

@@ -168,15 +168,42 @@ run_timeline run_registry::timeline(const std::string& run, int slots_total) con
   return t;
 }
 
-std::vector<run_listing> run_registry::list() const {
+namespace {
+
+/// ideal ÷ wall so far, over the leases admitted: the run report's summary, in one pass.
+std::optional<double> efficiency_of(const std::vector<lease_ptr>& leases, int slots_total, lease::clock::time_point now) {
+  using secs = std::chrono::duration<double>;
+  std::optional<lease::clock::time_point> first;
+  lease::clock::time_point last{};
+  double slot_s = 0;
+  double longest = 0;
+  for (const auto& l : leases) {
+    const auto end = l->ended() ? l->ended_at : now;
+    if (!first || l->created_at < *first) first = l->created_at;
+    last = std::max(last, end);
+    if (!l->admitted_at) continue;
+    const double t = std::max(0.0, secs(end - *l->admitted_at).count());
+    slot_s += t * l->req.slots;
+    longest = std::max(longest, t);
+  }
+  if (!first) return std::nullopt;
+  const double wall = secs(last - *first).count();
+  if (wall <= 0 || slot_s <= 0) return std::nullopt;
+  return std::max(slot_s / std::max(1, slots_total), longest) / wall;
+}
+
+}  // namespace
+
+std::vector<run_listing> run_registry::list(int slots_total) const {
   std::vector<const record*> all;
   for (const auto& [id, r] : runs_) all.push_back(&r);
   std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->first_queued < b->first_queued; });
   std::vector<run_listing> out;
+  const auto now = lease::clock::now();
   for (const auto* r : all) {
     const auto live = std::count_if(r->leases.begin(), r->leases.end(), [](const lease_ptr& l) { return !l->ended(); });
     out.push_back(run_listing{r->id, utc_text(r->started_wall), r->leases.size(), static_cast<std::size_t>(live),
-                              r->fixtures.size(), r->ended});
+                              r->fixtures.size(), r->ended, efficiency_of(r->leases, slots_total, now)});
   }
   return out;
 }

@@ -51,7 +51,9 @@ class run_registry {
   bool exists(const std::string& run) const { return runs_.count(run) != 0; }
   /// 404 (api_error) for a run not remembered.
   run_timeline timeline(const std::string& run, int slots_total) const;
-  std::vector<run_listing> list() const;
+  /// `slots_total` is the budget the efficiency is measured against (ideal = max(slot time ÷
+  /// slots_total, longest lease), as the run report has it).
+  std::vector<run_listing> list(int slots_total) const;
   std::vector<fixture_ptr> fixtures_of(const std::string& run) const;
   void mark_ended(const std::string& run);
 

@@ -79,6 +79,12 @@ TEST_CASE("growing the budget admits waiters at once", "[operator]") {
   CHECK(held == 2);
   h.release(a);
   h.release(b);
+  // Both leases held a slot for part of the run's wall time: the run's efficiency is measured.
+  const auto runs = h.service().status().runs;
+  REQUIRE(runs.size() == 1);
+  REQUIRE(runs[0].efficiency);
+  CHECK(*runs[0].efficiency > 0);
+  CHECK(*runs[0].efficiency <= 1.0);
 }
 
 TEST_CASE("shrinking the budget ends no lease, retires lanes and fails leases too wide for it",

@@ -253,6 +253,7 @@ struct run_summary {
   std::size_t live_leases = 0;
   std::size_t fixtures = 0;
   bool ended = false;
+  std::optional<double> efficiency;  // ideal ÷ wall time so far, as the run report defines it
 };
 
 /// GET /v1/status
