@@ -199,7 +199,8 @@ TEST_CASE("a wrong method gets 405 naming the methods that are allowed", "[error
   const auto& c = sandlot::testing::default_client();
   const std::vector<std::tuple<std::string, std::string, std::string>> wrong = {
       {"PUT", "/v1/leases", "POST"},
-      {"GET", "/v1/leases", "POST"},
+      {"DELETE", "/v1/leases", "POST or GET"},
+      {"POST", "/v1/slots", "PUT"},
       {"DELETE", "/v1/status", "GET"},
       {"POST", "/healthz", "GET"},
       {"PATCH", "/v1/leases/0123456789ab", "GET or DELETE"},
@@ -218,7 +219,7 @@ TEST_CASE("a wrong method gets 405 naming the methods that are allowed", "[error
 
 TEST_CASE("an unknown route gets 404 pointing at the API docs", "[errors]") {
   const auto& c = sandlot::testing::default_client();
-  for (const char* target : {"/v2/leases", "/v1/nothing-here", "/"}) {
+  for (const char* target : {"/v2/leases", "/v1/nothing-here", "/index.html"}) {
     INFO(target);
     auto res = c.request("GET", target);
     CHECK(res.status == 404);
