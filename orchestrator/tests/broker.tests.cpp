@@ -75,13 +75,14 @@ TEST_CASE("a waiting lease is admitted once slots are released", "[broker]") {
   CHECK(b.slots_in_use() == 2);
 }
 
-TEST_CASE("a wide lease at the head blocks narrow leases behind it", "[broker]") {
+TEST_CASE("a wide lease at the head blocks narrow leases that would delay it", "[broker]") {
   broker b(4);
   b.enqueue("running", 2);
   REQUIRE(b.admit() == ids{"running"});
 
-  // Two slots are free: enough for the narrow ones, not for the wide one in front of them.
-  b.enqueue("wide", 3);
+  // Two slots are free: enough for the narrow ones, not for the wide one in front of them. Nothing
+  // is known about durations, so a narrow lease could outlast `running` and delay the wide one.
+  b.enqueue("wide", 4);
   b.enqueue("narrow-1", 1);
   b.enqueue("narrow-2", 1);
   CHECK(b.admit().empty());
@@ -92,12 +93,39 @@ TEST_CASE("a wide lease at the head blocks narrow leases behind it", "[broker]")
 
   // The wide lease goes first as soon as it fits; the narrow ones follow in order.
   b.release("running");
-  CHECK(b.admit() == ids{"wide", "narrow-1"});
-  CHECK(b.slots_in_use() == 4);
-  CHECK(b.position("narrow-2") == 0);
+  CHECK(b.admit() == ids{"wide"});
+  b.release("wide");
+  CHECK(b.admit() == ids{"narrow-1", "narrow-2"});
+}
 
+TEST_CASE("narrow leases behind a wide one may take only the slots it will not need", "[broker]") {
+  broker b(4);
+  b.enqueue("running", 2);
+  REQUIRE(b.admit() == ids{"running"});
+  b.enqueue("wide", 3);
+  b.enqueue("narrow-1", 1);
+  b.enqueue("narrow-2", 1);
+  // Once `running` ends, 4 slots are free and the wide lease needs 3: one is spare.
+  CHECK(b.admit() == ids{"narrow-1"});
+  CHECK(b.position("narrow-2") == 1);
+
+  b.release("running");
+  CHECK(b.admit() == ids{"wide"});
+  CHECK(b.slots_in_use() == 4);
   b.release("wide");
   CHECK(b.admit() == ids{"narrow-2"});
+}
+
+TEST_CASE("the fifo schedule never lets a lease past a wide one", "[broker][schedule]") {
+  sandlot::orchestrator::broker::options o;
+  o.order = sandlot::orchestrator::schedule::fifo;
+  sandlot::orchestrator::broker b(4, o);
+  b.enqueue({"running", 2, "r", "", {}});
+  REQUIRE(b.admit().size() == 1);
+  b.enqueue({"wide", 3, "r", "", {}});
+  b.enqueue({"narrow", 1, "r", "", {}, 0.5});
+  CHECK(b.admit().empty());
+  CHECK(b.position("narrow") == 1);
 }
 
 TEST_CASE("a wide lease is not starved by a stream of narrow ones", "[broker]") {
@@ -148,7 +176,7 @@ TEST_CASE("cancelling a blocking wide lease lets the narrow ones behind it in", 
   broker b(4);
   b.enqueue("running", 2);
   REQUIRE(b.admit() == ids{"running"});
-  b.enqueue("wide", 3);
+  b.enqueue("wide", 4);
   b.enqueue("narrow", 1);
   REQUIRE(b.admit().empty());
 
