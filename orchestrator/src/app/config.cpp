@@ -223,6 +223,7 @@ service_options daemon_config::service() const {
   o.exec_output_limit = static_cast<std::size_t>(max_output_bytes);
   o.orphan_sweep_interval = std::chrono::seconds(sweep_interval_s);
   o.shutdown_timeout = std::chrono::seconds(shutdown_timeout_s);
+  o.order = schedule == "fifo" ? orchestrator::schedule::fifo : orchestrator::schedule::duration;
   return o;
 }
 
@@ -311,6 +312,17 @@ void add_limit_options(CLI::App& app, daemon_config& c) {
       ->check(range_of("--shutdown-timeout"));
 }
 
+void add_schedule_options(CLI::App& app, daemon_config& c) {
+  app.add_option("--schedule", c.schedule,
+                 "Order of a run's queued leases: duration (longest expected first, with backfill past a wide "
+                 "lease; docs/architecture.md) or fifo (first in, first out, no backfill)")
+      ->check(CLI::IsMember({"duration", "fifo"}));
+  app.add_option("--state-dir", c.state_dir,
+                 "Directory for what the daemon learns across restarts (durations.json: how long each test "
+                 "holds its slots); daemons may share it. Default: none, durations are kept in memory only")
+      ->type_name("DIR");
+}
+
 void add_log_options(CLI::App& app, daemon_config& c, std::string& idle_exit_text) {
   app.add_option("--config", c.config_file, "TOML file with any of these settings (flags win), see config/");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
@@ -375,6 +387,8 @@ void read_toml(toml::table& t, CLI::App& app, daemon_config& c) {
   from_toml(t, "engine_timeout_s", app, "--engine-timeout", c.engine_timeout_s);
   from_toml(t, "sweep_interval_s", app, "--sweep-interval", c.sweep_interval_s);
   from_toml(t, "shutdown_timeout_s", app, "--shutdown-timeout", c.shutdown_timeout_s);
+  from_toml(t, "schedule", app, "--schedule", c.schedule);
+  from_toml(t, "state_dir", app, "--state-dir", c.state_dir);
 }
 
 /// The file gets the same checks as the flags.
@@ -399,6 +413,10 @@ void check_file_values(const daemon_config& c) {
   if (c.log_format != "text" && c.log_format != "json") {
     throw std::runtime_error(fmt::format("config file {}: 'log_format' is '{}' but must be text or json",
                                          c.config_file, c.log_format));
+  }
+  if (c.schedule != "duration" && c.schedule != "fifo") {
+    throw std::runtime_error(fmt::format("config file {}: 'schedule' is '{}' but must be duration or fifo",
+                                         c.config_file, c.schedule));
   }
   static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
   if (levels.count(c.log_level) == 0) {
@@ -486,6 +504,7 @@ std::optional<daemon_config> parse_config(int argc, char** argv) {
   add_listen_options(app, c, slots_text);
   add_engine_options(app, c);
   add_limit_options(app, c);
+  add_schedule_options(app, c);
   add_log_options(app, c, idle_exit_text);
   bind_environment(app);
   try {

@@ -48,6 +48,8 @@ struct daemon_config {
   int engine_timeout_s = 60;
   int sweep_interval_s = 10;
   int shutdown_timeout_s = 25;
+  std::string schedule = "duration";  // --schedule: duration or fifo
+  std::string state_dir;              // --state-dir: where durations.json lives; empty: memory only
   slot_share per_slot;  // resolved maxima per slot
 
   std::string listen_host;

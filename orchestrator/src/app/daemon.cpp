@@ -28,6 +28,7 @@
 #include "docker_client.hpp"
 #include "docker_provider.hpp"
 #include "instance_owner.hpp"
+#include "duration_store.hpp"
 #include "lease_service.hpp"
 #include "listener.hpp"
 #include "log_format.hpp"
@@ -149,8 +150,14 @@ void announce(const daemon_config& cfg, const asio::ip::tcp::endpoint& ep) {
 /// The daemon once wired: serving, its signals, its idle exit and its graceful stop.
 class running_daemon {
  public:
-  running_daemon(owning_io_context& ioc, const daemon_config& cfg, lease_service& service, listener& server)
-      : ioc_(ioc), cfg_(cfg), service_(service), server_(server), signals_(ioc, SIGINT, SIGTERM) {}
+  running_daemon(owning_io_context& ioc, const daemon_config& cfg, lease_service& service, listener& server,
+                 const duration_store* durations)
+      : ioc_(ioc),
+        cfg_(cfg),
+        service_(service),
+        server_(server),
+        durations_(durations),
+        signals_(ioc, SIGINT, SIGTERM) {}
 
   int run() {
     watch_signals();
@@ -166,6 +173,7 @@ class running_daemon {
     ioc_.run();
     // Whatever is still suspended goes now, while the service it points into is alive.
     ioc_.destroy_pending_work();
+    if (durations_ != nullptr && service_.durations().dirty()) durations_->save(service_.durations());
     return exit_code_;
   }
 
@@ -174,6 +182,7 @@ class running_daemon {
     co_await service_.start();
     announce(cfg_, server_.local_endpoint());
     if (cfg_.idle_exit_s > 0) asio::co_spawn(ioc_, idle_watch(), asio::detached);
+    if (durations_ != nullptr) asio::co_spawn(ioc_, save_durations(), asio::detached);
     co_await server_.run();
   }
 
@@ -238,10 +247,22 @@ class running_daemon {
     }
   }
 
+  /// --state-dir: what was learned of test durations goes to the file every few seconds (and at
+  /// exit), so a daemon killed mid-run loses little and the next run of the suite finds it.
+  asio::awaitable<void> save_durations() {
+    asio::steady_timer timer(ioc_);
+    while (!stopping_) {
+      timer.expires_after(std::chrono::seconds(5));
+      co_await timer.async_wait(asio::use_awaitable);
+      if (service_.durations().dirty()) durations_->save(service_.durations());
+    }
+  }
+
   owning_io_context& ioc_;
   const daemon_config& cfg_;
   lease_service& service_;
   listener& server_;
+  const duration_store* durations_;
   asio::signal_set signals_;
   int exit_code_ = 0;
   bool stopping_ = false;
@@ -271,6 +292,20 @@ int run_daemon(int argc, char** argv) {
   engine.set_call_timeout(std::chrono::seconds(cfg.engine_timeout_s));
   docker_provider provider(engine, cfg.instance);
   lease_service service(ioc.get_executor(), provider, cfg.service());
+  std::optional<duration_store> durations;
+  if (!cfg.state_dir.empty()) {
+    try {
+      durations.emplace(cfg.state_dir);
+    } catch (const std::exception& e) {
+      std::cerr << "orchestratord: " << e.what() << "\n";
+      return 2;
+    }
+    const auto known = durations->load(service.durations());
+    spdlog::info("durations: {} test(s) known from {} (--schedule {})", known, durations->file().string(),
+                 cfg.schedule);
+  } else {
+    spdlog::info("durations: kept in memory only (no --state-dir); --schedule {}", cfg.schedule);
+  }
   router api(service, access_policy{cfg.token, cfg.allow_hosts, cfg.allow_origins});
   std::optional<listener> server;
   try {
@@ -284,7 +319,7 @@ int run_daemon(int argc, char** argv) {
     std::cerr << "orchestratord: " << e.what() << "\n";
     return 2;
   }
-  return running_daemon(ioc, cfg, service, *server).run();
+  return running_daemon(ioc, cfg, service, *server, durations ? &*durations : nullptr).run();
 }
 
 }  // namespace sandlot::orchestrator

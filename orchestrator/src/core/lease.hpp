@@ -63,6 +63,8 @@ struct lease {
   clock::time_point ended_at{};
   clock::time_point expires_at{};
   double pull_s = 0;                  // time at the gate
+  double expected_s = 0;              // hold time the broker expected (learned, or the average)
+  bool backfilled = false;            // admitted past a wide lease's reservation
   std::vector<int> lanes;             // slot lanes while admitted (kept for the report)
   std::string sandbox_name;           // kept after release, for the report
   std::string test_outcome;           // "passed" / "failed", reported by the client

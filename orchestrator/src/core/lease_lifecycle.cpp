@@ -27,6 +27,10 @@ double seconds_between(lease::clock::time_point a, lease::clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 }  // namespace
 
 std::string_view to_string(lease_stage s) noexcept {
@@ -89,6 +93,8 @@ void lease_service::admit_waiting() {
     auto l = it->second;
     move_to(*l, lease_stage::starting);
     l->lanes = std::move(a.lanes);
+    l->expected_s = a.expected_s;
+    l->backfilled = a.backfilled;
     l->admitted_at = clock::now();
     telemetry_.wait_seconds.observe(seconds_between(l->created_at, *l->admitted_at));
     admitted = true;
@@ -286,6 +292,11 @@ asio::awaitable<void> lease_service::tear_down(lease_ptr l, end_request end) {
   fixtures_.lease_ended(l->id);
   l->ended_at = clock::now();
   runs_.touch(l->req.run, l->ended_at);
+  // Only a lease its test released says how long the test holds its slots; one that failed or
+  // expired says how long it took to fail.
+  if (l->admitted_at && end.final_state == lease_state::released) {
+    durations_.learn(l->req.run, l->req.test, seconds_between(*l->admitted_at, l->ended_at), unix_now());
+  }
   l->error = std::move(end.error);
   // What is kept of an ended lease (for GET and the run's timeline) need not hold its environment,
   // up to 1 MiB a lease.

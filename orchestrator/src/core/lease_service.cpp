@@ -73,7 +73,7 @@ lease_service::lease_service(asio::any_io_executor ex, sandbox_provider& provide
     : ex_(ex),
       provider_(provider),
       opts_(std::move(opts)),
-      broker_(opts_.slots),
+      broker_(opts_.slots, broker::options{opts_.order, 1.0, 256, {}}),
       gate_(
           ex,
           [this](const std::string& image) -> asio::awaitable<bool> {
@@ -181,6 +181,11 @@ lease_ptr lease_service::find(const std::string& id) const {
   return it->second;
 }
 
+double lease_service::expected_hold(const protocol::lease_request& req) const {
+  if (auto known = durations_.expected(req.run, req.test)) return *known;
+  return durations_.typical(req.run).value_or(0);
+}
+
 std::string lease_service::next_lease_name(const protocol::lease_request& req) {
   return fmt::format("{}-{}-{}", slug(req.run.empty() ? "run" : req.run, 24),
                      slug(req.test.empty() ? "lease" : req.test, 40), ++name_counter_);
@@ -206,7 +211,8 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   l->name = next_lease_name(req);
   l->req = std::move(req);
   l->expires_at = clock::now() + std::chrono::seconds(l->req.ttl_s);
-  broker::request queued{l->id, l->req.slots, l->req.run, test_of(l->req), broker_locks(l->req.locks)};
+  broker::request queued{l->id, l->req.slots, l->req.run, test_of(l->req), broker_locks(l->req.locks),
+                         expected_hold(l->req)};
   // Not refused: a test may queue a lease and then release the one in its way (the wide-lease
   // test does). If it never does, the log says why its lease waits forever.
   const std::string self_block = broker_.self_deadlock(queued);

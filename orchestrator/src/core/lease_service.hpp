@@ -30,6 +30,7 @@
 #include "async_event.hpp"
 #include "broker.hpp"
 #include "commands.hpp"
+#include "duration_book.hpp"
 #include "event_hub.hpp"
 #include "fixture_registry.hpp"
 #include "image_gate.hpp"
@@ -63,6 +64,8 @@ class lease_service {
   /// GET /v1/events streams open now (the API counts them; /metrics shows them).
   void set_event_streams(std::size_t n) noexcept { event_streams_ = n; }
   const service_options& options() const noexcept { return opts_; }
+  /// What has been learned of test durations (app/duration_store.* loads and saves it).
+  duration_book& durations() noexcept { return durations_; }
   event_hub& events() noexcept { return events_; }
 
   /// POST /v1/leases. Second of the pair: false when request_id matched an existing lease.
@@ -149,6 +152,9 @@ class lease_service {
   std::vector<protocol::lane_view> lane_views(clock::time_point now) const;
   std::vector<protocol::run_summary> run_summaries() const;
   std::string next_lease_name(const protocol::lease_request& req);
+  /// How long a lease of this test is expected to hold its slots: learned, else its run's
+  /// average, else 0 (unknown: the broker's default).
+  double expected_hold(const protocol::lease_request& req) const;
 
   // --- lifecycle (lease_lifecycle.cpp)
   /// The one way a lease's stage changes; refuses a move the picture in lease.hpp does not draw.
@@ -190,6 +196,7 @@ class lease_service {
   event_hub events_;
   lease_telemetry telemetry_{events_};
   broker broker_;
+  duration_book durations_;
   image_gate gate_;
   command_runner commands_;
   run_registry runs_;

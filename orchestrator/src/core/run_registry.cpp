@@ -35,6 +35,8 @@ lease_record record_of(const lease& l, const std::function<double(lease::clock::
   if (l.ready_at) rec.ready_s = since(*l.ready_at);
   if (protocol::is_final(l.state)) rec.ended_s = since(l.ended_at);
   rec.pull_s = l.pull_s;
+  if (l.admitted_at) rec.expected_s = l.expected_s;
+  rec.backfilled = l.backfilled;
   rec.sandbox = l.sandbox_name;
   if (l.error) rec.error = l.error->message;
   return rec;

@@ -32,6 +32,8 @@ struct lease_record {
   std::optional<double> ready_s;     // sandbox ready
   std::optional<double> ended_s;     // released, failed or expired
   double pull_s = 0;                 // time spent waiting at the image gate
+  std::optional<double> expected_s;  // hold time the broker expected when it admitted the lease
+  bool backfilled = false;           // admitted past a wide lease's reservation
   std::string sandbox;               // container name, once it had one
   std::string error;                 // why it failed or expired
 };

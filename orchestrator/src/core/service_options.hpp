@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "broker.hpp"
 #include "image_gate.hpp"
 
 namespace sandlot::orchestrator {
@@ -45,6 +46,7 @@ struct service_options {
   slot_share per_slot{2048, 2.0, 1024, 2048};
   int max_fixtures = 8;  // live fixtures at once: their own budget beside --slots
   std::chrono::seconds shutdown_timeout{25};  // then the daemon exits anyway, saying what is left
+  schedule order = schedule::duration;  // --schedule
 };
 
 }  // namespace sandlot::orchestrator

@@ -374,7 +374,9 @@ void append_leases(std::string& out, const run_timeline& run) {
       "<th>Outcome</th><th class=\"num\">Queued</th><th class=\"num\">Wait</th><th "
       "class=\"num\">Gate</th>"
       "<th class=\"num\">Start</th><th class=\"num\">Run</th><th "
-      "class=\"num\">Held</th><th>Lanes</th>"
+      "class=\"num\">Held</th><th class=\"num\" title=\"hold time the scheduler expected when it admitted "
+      "the lease (learned from earlier runs, else the run's average); backfill: admitted past a wide lease's "
+      "reservation\">Expected</th><th>Lanes</th>"
       "<th>Locks</th><th>Error</th></tr></thead>\n<tbody>\n";
   auto o = std::back_inserter(out);
   for (const auto& l : run.leases) {
@@ -390,18 +392,20 @@ void append_leases(std::string& out, const run_timeline& run) {
       held = seconds(p.end - p.admitted);
     }
     const std::string outcome = l.test_outcome.empty() ? "—" : l.test_outcome;
+    std::string expected = l.expected_s && *l.expected_s > 0 ? seconds(*l.expected_s) : "—";
+    if (l.backfilled) expected += " backfill";
     fmt::format_to(o,
                    "<tr{}><td class=\"test\">{}</td><td class=\"nw\" title=\"{}\">{}</td><td "
                    "class=\"nw\">{}{}</td>"
                    "<td><span class=\"outcome {}\">{}</span></td><td class=\"num\">{}</td><td "
                    "class=\"num\">{}</td>"
                    "<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td "
-                   "class=\"num\">{}</td>"
+                   "class=\"num\">{}</td><td class=\"num nw\">{}</td>"
                    "<td class=\"nw\">{}</td><td>{}</td><td class=\"error\">{}</td></tr>\n",
                    lease_flagged(l) ? " class=\"failed\"" : "", escape(l.test), escape(l.id),
                    escape(l.name.empty() ? l.id : l.name), escape(l.state),
                    l.ended_s ? "" : " (live)", escape(l.test_outcome), escape(outcome),
-                   at(l.queued_s), wait, gate, start, ran, held, lanes_text(l.lanes),
+                   at(l.queued_s), wait, gate, start, ran, held, expected, lanes_text(l.lanes),
                    escape(locks_text(l.locks)), escape(l.error));
   }
   out += "</tbody>\n</table></div>\n";
@@ -491,6 +495,8 @@ json to_json(const run_timeline& run) {
                       {"ready_s", optional_number(l.ready_s)},
                       {"ended_s", optional_number(l.ended_s)},
                       {"pull_s", round3(l.pull_s)},
+                      {"expected_s", optional_number(l.expected_s)},
+                      {"backfilled", l.backfilled},
                       {"sandbox", l.sandbox},
                       {"error", l.error}});
   }
