@@ -7,6 +7,7 @@ SANDLOT_BUILD_DIR=$SANDLOT_ROOT/build/$SANDLOT_PRESET
 SANDLOT_LOG_DIR=${SANDLOT_LOG_DIR:-$SANDLOT_ROOT/build/logs}
 SANDLOT_DAEMON_PID=
 SANDLOT_ENV_OWNED=0
+declare -a SANDLOT_DAEMON_ARGS=("${SANDLOT_DAEMON_ARGS[@]+"${SANDLOT_DAEMON_ARGS[@]}"}")
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*"; }
 
@@ -43,7 +44,9 @@ sandlot_env_down() {
 }
 
 # sandlot_daemon_start SLOTS PORT: orchestratord in the background, logging to a file. The suite's
-# network tests and its shared mock server need host networking, which is opt-in.
+# network tests and its shared mock server need host networking, which is opt-in. What it learns
+# of test durations stays in SANDLOT_STATE_DIR (default build/state), so the next run of the
+# suite is scheduled by it; SANDLOT_DAEMON_ARGS (an array) adds flags.
 sandlot_daemon_start() {
   local slots=$1 port=$2
   SANDLOT_DAEMON_LOG=$SANDLOT_LOG_DIR/orchestratord.log
@@ -51,7 +54,8 @@ sandlot_daemon_start() {
   # the caller's output open.
   "$SANDLOT_BUILD_DIR/orchestrator/orchestratord" --slots "$slots" --listen "127.0.0.1:$port" \
     --instance "sandlot-e2e-$$" --prepull "$SANDLOT_TEST_IMAGE" \
-    --allow-host-network \
+    --allow-host-network --state-dir "${SANDLOT_STATE_DIR:-$SANDLOT_ROOT/build/state}" \
+    "${SANDLOT_DAEMON_ARGS[@]}" \
     </dev/null >"$SANDLOT_DAEMON_LOG" 2>&1 &
   SANDLOT_DAEMON_PID=$!
   export SANDLOT_URL="http://127.0.0.1:$port"
