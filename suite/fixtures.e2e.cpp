@@ -19,7 +19,9 @@ sandlot::protocol::fixture_request inference_spec() {
   spec.image = sandlot::testing::default_image();
   spec.network = sandlot::protocol::network_mode::host;
   spec.port = true;
-  spec.grace_s = 60;
+  // Once per run: it must outlive the gaps between its holders, which the daemon's longest-first
+  // order can stretch to minutes. The run's end (DELETE /v1/runs/{id}) tears it down anyway.
+  spec.grace_s = 900;
   return spec;
 }
 

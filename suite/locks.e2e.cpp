@@ -29,7 +29,9 @@ sandlot::client::fixture config_cluster(const sandlot::client::lease& holder) {
   sandlot::protocol::fixture_request spec;
   spec.name = "cluster-config";
   spec.image = sandlot::testing::default_image();
-  spec.grace_s = 60;
+  // Once per run: it must outlive the gaps between its holders, which the daemon's longest-first
+  // order can stretch to minutes. The run's end (DELETE /v1/runs/{id}) tears it down anyway.
+  spec.grace_s = 900;
   return holder.hold_fixture(spec, [](const sandlot::client::fixture& f) {
     auto r = f.exec({"sh", "-c", "mkdir -p /config && echo v0 > /config/a && echo v0 > /config/b"});
     if (r.exit_code != 0) throw std::runtime_error("could not seed the config: " + r.stderr_data);
