@@ -377,3 +377,17 @@ TEST_CASE("in the container image the default listen is every address, and only 
   CHECK(c.listen_host == "0.0.0.0");
   CHECK(c.listen_port == 7345);
 }
+
+TEST_CASE("the schedule is duration by default, or fifo, from a flag or the file", "[config]") {
+  using sandlot::orchestrator::schedule;
+  CHECK(parse({}).service().order == schedule::duration);
+  CHECK(parse({"--schedule", "fifo"}).service().order == schedule::fifo);
+  CHECK_THROWS_WITH(parse({"--schedule", "sjf"}), Catch::Contains("sjf"));
+  temp_toml file("schedule", "schedule = \"random\"\nstate_dir = \"/tmp/x\"\n");
+  CHECK_THROWS_WITH(parse({"--config", file.path()}), Catch::Contains("duration or fifo"));
+  temp_toml good("schedule-good", "schedule = \"fifo\"\nstate_dir = \"/tmp/sandlot-state\"\n");
+  const auto cfg = parse({"--config", good.path()});
+  CHECK(cfg.service().order == schedule::fifo);
+  CHECK(cfg.state_dir == "/tmp/sandlot-state");
+  CHECK(parse({}).state_dir.empty());  // memory only unless asked
+}

@@ -111,6 +111,16 @@ protocol::why_view lease_service::why(const std::string& id) const {
     w.summary = fmt::format("queued at position {} for {} slot(s); {} of {} are held by {} lease(s)",
                             w.lease.position.value_or(0), l->req.slots, broker_.slots_in_use(),
                             broker_.slots_total(), w.holders.size());
+    // The schedule's part: the reservation, and what this lease is expected to take.
+    if (auto r = broker_.reserved()) {
+      w.summary += r->lease_id == l->id
+                       ? fmt::format("; it holds the reservation, expected to start in about {:.0f}s (leases "
+                                     "expected to end before then run meanwhile)",
+                                     r->starts_in_s)
+                       : fmt::format("; lease {} ahead holds the reservation, expected to start in about {:.0f}s",
+                                     r->lease_id, r->starts_in_s);
+    }
+    if (const double e = broker_.expected(l->id); e > 0) w.summary += fmt::format("; expected to take {:.1f}s", e);
   } else if (reason == "draining") {
     w.summary = fmt::format("queued: the daemon is draining (POST /v1/resume admits again); {} lease(s) still "
                             "hold slots",
