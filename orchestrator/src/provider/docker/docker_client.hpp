@@ -57,25 +57,6 @@ class engine_error : public provider_error {
 
 class stream_demuxer;
 
-/// Reads the engine's pull stream as it grows (one JSON object a line) and sums the layers'
-/// "Downloading" progress into bytes fetched and bytes in all.
-class pull_progress_reader {
- public:
-  explicit pull_progress_reader(std::function<void(std::int64_t, std::int64_t)> report) : report_(std::move(report)) {}
-  /// `body` is the whole stream so far; only complete lines not read before are looked at.
-  void read(const std::string& body);
-
- private:
-  struct layer {
-    std::int64_t done = 0;
-    std::int64_t total = 0;
-  };
-  bool note(const std::string& id, const std::string& status, const nlohmann::json& detail);
-  std::function<void(std::int64_t, std::int64_t)> report_;
-  std::map<std::string, layer> layers_;
-  std::size_t scanned_ = 0;
-};
-
 class docker_client {
  public:
   docker_client(boost::asio::any_io_executor ex, engine_address addr);
