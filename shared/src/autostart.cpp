@@ -216,6 +216,11 @@ void start_daemon(const std::string& url, const std::function<bool()>& answers) 
   auto [log, offset] =
       prepare_log(log_dirs(std::getenv("XDG_STATE_HOME"), std::getenv("HOME"), run_dir), req);
   req.log_file = log;
+  // What it learns of test durations stays beside its log, for the next daemon started this way.
+  if (env_value(req.env, "SANDLOT_STATE_DIR").empty()) {
+    std::erase_if(req.env, [](const std::string& e) { return e.rfind("SANDLOT_STATE_DIR=", 0) == 0; });
+    req.env.push_back("SANDLOT_STATE_DIR=" + std::filesystem::path(log).parent_path().string());
+  }
 
   const pid_t pid = spawn_detached(req);
   // Tests run by hand show this; CI sets SANDLOT_AUTOSTART=0 and never gets here.
