@@ -457,8 +457,14 @@ TEST_CASE("a fixture whose setup throws fails at once for every holder, and fixt
   std::string waiter_error;
   std::chrono::steady_clock::duration waited{};
   std::thread second([&] {
-    // Wait until the creator holds it, then join.
-    wait_until([&] { return !c.status().leases.empty(); }, 5s);
+    // Wait until the creator holds it (the run has a fixture), then join: joining first would make
+    // this lease the creator.
+    wait_until([&] {
+      for (const auto& r : c.status().runs) {
+        if (r.fixtures > 0) return true;
+      }
+      return false;
+    }, 10s);
     const auto start = std::chrono::steady_clock::now();
     try {
       waiter.hold_fixture(spec, [](const client::fixture&) { return json::object(); }, 120s);
