@@ -36,6 +36,7 @@ lease_record record_of(const lease& l, const std::function<double(lease::clock::
   if (protocol::is_final(l.state)) rec.ended_s = since(l.ended_at);
   rec.pull_s = l.pull_s;
   rec.sandbox = l.sandbox_name;
+  rec.warm = l.warm;
   if (l.error) rec.error = l.error->message;
   return rec;
 }

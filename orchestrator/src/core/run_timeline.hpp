@@ -33,6 +33,7 @@ struct lease_record {
   std::optional<double> ended_s;     // released, failed or expired
   double pull_s = 0;                 // time spent waiting at the image gate
   std::string sandbox;               // container name, once it had one
+  bool warm = false;                 // served by a warm sandbox (--warm) instead of a fresh create
   std::string error;                 // why it failed or expired
 };
 

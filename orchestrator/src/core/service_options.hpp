@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "image_gate.hpp"
+#include "warm_pool.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -45,6 +46,7 @@ struct service_options {
   slot_share per_slot{2048, 2.0, 1024, 2048};
   int max_fixtures = 8;  // live fixtures at once: their own budget beside --slots
   std::chrono::seconds shutdown_timeout{25};  // then the daemon exits anyway, saying what is left
+  warm_options warm;  // --warm: ready sandboxes kept in idle capacity (warm_pool.hpp)
 };
 
 }  // namespace sandlot::orchestrator
