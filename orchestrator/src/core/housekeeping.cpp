@@ -3,6 +3,8 @@
 // nobody owns any more), and shutdown.
 #include <malloc.h>
 
+#include <algorithm>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -242,7 +244,9 @@ void lease_service::trim_warm(const std::string& keep_image) {
 void lease_service::fill_warm() {
   trim_warm({});
   // While draining nothing new is made (the operator is emptying the daemon), nor at shutdown.
+  // Nor while a lease starts: a refill would compete with it for the engine and this thread.
   if (shutting_down_ || draining_) return;
+  if (std::any_of(leases_.begin(), leases_.end(), [](const auto& l) { return l.second->starting_up(); })) return;
   const int idle = broker_.slots_total() - broker_.slots_in_use() - warm_.count();
   if (idle <= 0) return;
   for (auto& c : warm_.plan_fill(idle, clock::now(), [] { return "warm-" + random_id(); })) {

@@ -136,6 +136,8 @@ asio::awaitable<void> lease_service::start_up(lease_ptr l) {
     discard_warm(std::move(*l->warm_claim));
     l->warm_claim.reset();
   }
+  // Refills held back for this start-up may go now (once its stage changes below).
+  warm_wake_.notify_all();
   // A release or expiry asked for during start-up wins over how the start-up went.
   std::optional<end_request> end = l->end;
   if (!end && failure) end = start_failure(*l, failure);
