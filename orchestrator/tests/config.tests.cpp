@@ -378,7 +378,7 @@ TEST_CASE("in the container image the default listen is every address, and only 
   CHECK(c.listen_port == 7345);
 }
 
-TEST_CASE("--warm takes IMAGE, IMAGE=N and auto from flags, SANDLOT_WARM and the file", "[config][warm_pool]") {
+TEST_CASE("the warm setting takes IMAGE, IMAGE=N and auto from flags, SANDLOT_WARM and the file", "[config][warm_pool]") {
   const auto flags = parse({"--warm", "127.0.0.1:5000/a:1=2", "--warm", "auto"});
   const auto warm = flags.service().warm;
   CHECK(warm.auto_size);

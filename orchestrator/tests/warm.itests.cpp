@@ -145,7 +145,7 @@ TEST_CASE("a lease of another image evicts a warm sandbox when the slots are sho
   CHECK(engine.containers_of(instance).empty());
 }
 
-TEST_CASE("a warm sandbox serves one lease only; the pool refills", "[warm]") {
+TEST_CASE("a warm sandbox serves one lease only and the pool refills", "[warm]") {
   const engine_probe engine;
   const std::string instance = unique_instance("warm-single");
   leftover_guard cleanup(engine, instance);
@@ -178,7 +178,7 @@ TEST_CASE("a warm sandbox serves one lease only; the pool refills", "[warm]") {
   CHECK(engine.containers_of(instance).empty());
 }
 
-TEST_CASE("--warm auto warms what the last run held, and the lease's env reaches its commands", "[warm]") {
+TEST_CASE("warm auto keeps what was held at once recently, and the lease's env reaches its commands", "[warm]") {
   const engine_probe engine;
   const std::string instance = unique_instance("warm-auto");
   leftover_guard cleanup(engine, instance);

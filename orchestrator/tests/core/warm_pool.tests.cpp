@@ -37,7 +37,7 @@ std::vector<std::string> fill(warm_pool& pool, int idle, clock_type::time_point 
 
 }  // namespace
 
-TEST_CASE("--warm entries: IMAGE, IMAGE=N and auto; a bad count says what is accepted", "[warm_pool]") {
+TEST_CASE("warm entries are IMAGE, IMAGE=N or auto, and a bad count says what is accepted", "[warm_pool]") {
   warm_options o;
   parse_warm_entry(image_a, o);
   parse_warm_entry(image_b + "=3", o);
@@ -71,7 +71,7 @@ TEST_CASE("two images share idle capacity in turn", "[warm_pool]") {
   CHECK(pool.count() == 3);  // being made counts against capacity
 }
 
-TEST_CASE("a lease claims a ready sandbox of its key once; other limits do not match", "[warm_pool]") {
+TEST_CASE("a lease claims a ready sandbox of its key once, and other limits do not match", "[warm_pool]") {
   warm_pool pool(fixed({{image_a, 1}}));
   fill(pool, 4, clock_type::now());
   protocol::lease_request other_limits;
@@ -243,7 +243,7 @@ TEST_CASE("a lease with other limits takes the cold path and counts a miss", "[w
   h.release(a);
 }
 
-TEST_CASE("a warm lease's env reaches every exec; the command's own env wins", "[warm_pool][lease_service]") {
+TEST_CASE("a warm lease's env reaches every exec and the command's own env wins", "[warm_pool][lease_service]") {
   harness h(warm_service(2, {{image, 1}}));
   h.fake.add_image(image);
   std::vector<std::string> env_seen;
