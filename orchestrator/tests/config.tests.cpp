@@ -391,3 +391,28 @@ TEST_CASE("the schedule is duration by default, or fifo, from a flag or the file
   CHECK(cfg.state_dir == "/tmp/sandlot-state");
   CHECK(parse({}).state_dir.empty());  // memory only unless asked
 }
+
+TEST_CASE("the warm setting takes IMAGE, IMAGE=N and auto from flags, SANDLOT_WARM and the file", "[config][warm_pool]") {
+  const auto flags = parse({"--warm", "127.0.0.1:5000/a:1=2", "--warm", "auto"});
+  const auto warm = flags.service().warm;
+  CHECK(warm.auto_size);
+  CHECK(warm.fixed.at("127.0.0.1:5000/a:1") == 2);
+  CHECK_FALSE(parse({}).service().warm.enabled());  // off by default
+
+  env_guard env;
+  env.set("SANDLOT_WARM", "127.0.0.1:5000/a:1,127.0.0.1:5000/b:1=3");
+  const auto from_env = parse({}).service().warm;
+  CHECK(from_env.fixed.at("127.0.0.1:5000/a:1") == 1);
+  CHECK(from_env.fixed.at("127.0.0.1:5000/b:1") == 3);
+  CHECK_FALSE(from_env.auto_size);
+  env.set("SANDLOT_WARM", "");
+  CHECK_FALSE(parse({}).service().warm.enabled());  // set but empty: off
+
+  temp_toml file("warm", "warm = [\"auto\"]\n");
+  env.set("SANDLOT_WARM", "127.0.0.1:5000/a:1");
+  CHECK_FALSE(parse({"--config", file.path()}).service().warm.auto_size);  // the environment wins
+  ::unsetenv("SANDLOT_WARM");
+  CHECK(parse({"--config", file.path()}).service().warm.auto_size);
+
+  CHECK_THROWS_WITH(parse({"--warm", "127.0.0.1:5000/a:1=lots"}), Catch::Contains("from 0 to 64"));
+}

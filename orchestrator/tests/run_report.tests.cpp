@@ -334,3 +334,18 @@ TEST_CASE("a live run marks now on the timeline", "[report]") {
   CHECK(html.find("class=\"now\"") != std::string::npos);
   CHECK(html.find("outline live") != std::string::npos);
 }
+
+TEST_CASE("a lease served by a warm sandbox is marked in the json and drawn apart", "[report][warm_pool]") {
+  run_timeline run = finished_run();
+  run.leases[1].warm = true;  // b
+  run.leases[1].sandbox = "sandlot-warm-1";
+  const nlohmann::json j = to_json(run);
+  CHECK(j.at("leases").at(0).at("warm") == false);
+  CHECK(j.at("leases").at(1).at("warm") == true);
+
+  const std::string html = render_html(run);
+  CHECK(count(html, "class=\"seg ready warm\"") == 1);  // b's one bar
+  CHECK(count(html, "class=\"seg ready\"") == 3);       // a's, and c's two
+  CHECK(html.find("swatch warm") != std::string::npos);  // in the legend
+  CHECK(html.find("(warm: from the pool, no create)") != std::string::npos);
+}

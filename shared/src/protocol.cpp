@@ -394,6 +394,7 @@ void to_json(json& j, const lease_view& v) {
   put_optional(j, "sandbox", v.sandbox);
   put_optional(j, "error", v.error);
   put_optional(j, "since_s", v.since_s);
+  if (v.warm) j["warm"] = true;
 }
 
 void from_json(const json& j, lease_view& v) {
@@ -412,6 +413,7 @@ void from_json(const json& j, lease_view& v) {
   read(j, "waiting_for", v.waiting_for);
   if (const json* e = find(j, "expires_in_s")) v.expires_in_s = e->get<double>();
   if (const json* s = find(j, "sandbox")) v.sandbox = s->get<sandbox_info>();
+  read_bool(j, "warm", v.warm);
   if (const json* e = find(j, "error")) v.error = e->get<error_body>();
   if (const json* t = find(j, "since_s")) v.since_s = t->get<double>();
 }
@@ -597,6 +599,32 @@ void from_json(const json& j, run_summary& v) {
   if (const json* e = find(j, "efficiency")) v.efficiency = e->get<double>();
 }
 
+void to_json(json& j, const warm_image_status& v) {
+  j = json{{"image", v.image}, {"ready", v.ready},  {"creating", v.creating},
+           {"target", v.target}, {"hits", v.hits}, {"misses", v.misses}};
+}
+void from_json(const json& j, warm_image_status& v) {
+  read(j, "image", v.image);
+  read_int(j, "ready", v.ready, 0, 1 << 30);
+  read_int(j, "creating", v.creating, 0, 1 << 30);
+  read_int(j, "target", v.target, 0, 1 << 30);
+  if (const json* n = find(j, "hits")) v.hits = n->get<std::uint64_t>();
+  if (const json* n = find(j, "misses")) v.misses = n->get<std::uint64_t>();
+}
+
+void to_json(json& j, const warm_status& v) {
+  j = json{{"mode", v.mode}, {"hits", v.hits}, {"misses", v.misses}, {"evictions", v.evictions}, {"images", v.images}};
+  put_optional(j, "adoption_mean_s", v.adoption_mean_s);
+}
+void from_json(const json& j, warm_status& v) {
+  read(j, "mode", v.mode);
+  if (const json* n = find(j, "hits")) v.hits = n->get<std::uint64_t>();
+  if (const json* n = find(j, "misses")) v.misses = n->get<std::uint64_t>();
+  if (const json* n = find(j, "evictions")) v.evictions = n->get<std::uint64_t>();
+  if (const json* a = find(j, "adoption_mean_s")) v.adoption_mean_s = a->get<double>();
+  if (const json* i = find(j, "images")) v.images = i->get<std::vector<warm_image_status>>();
+}
+
 void to_json(json& j, const status_view& v) {
   j = json{{"instance", v.instance},         {"slots_total", v.slots_total},
            {"slots_in_use", v.slots_in_use}, {"queue_length", v.queue_length},
@@ -604,6 +632,7 @@ void to_json(json& j, const status_view& v) {
            {"images", v.images},             {"draining", v.draining},
            {"seq", v.seq},                   {"lanes", v.lanes},
            {"runs", v.runs}};
+  put_optional(j, "warm", v.warm);
 }
 void from_json(const json& j, status_view& v) {
   read(j, "instance", v.instance);
@@ -617,6 +646,7 @@ void from_json(const json& j, status_view& v) {
   if (const json* q = find(j, "seq")) v.seq = q->get<std::uint64_t>();
   if (const json* l = find(j, "lanes")) v.lanes = l->get<std::vector<lane_view>>();
   if (const json* r = find(j, "runs")) v.runs = r->get<std::vector<run_summary>>();
+  if (const json* w = find(j, "warm"); w != nullptr && !w->is_null()) v.warm = w->get<warm_status>();
 }
 
 // --- locks, outcomes, fixtures -----------------------------------------------------------------

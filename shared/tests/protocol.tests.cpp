@@ -513,3 +513,40 @@ TEST_CASE("percent_encode keeps unreserved characters and encodes every other by
   CHECK(percent_encode(std::string_view("\0", 1), std::string_view("\0", 1)) == "%00");  // NUL never kept
   CHECK(percent_encode("").empty());
 }
+
+TEST_CASE("the warm pools' status and a warm lease round-trip through JSON", "[protocol]") {
+  status_view in;
+  CHECK_FALSE(json(in).contains("warm"));  // without --warm the status has no warm object
+  lease_view cold;
+  cold.id = "l-1";
+  CHECK_FALSE(json(cold).contains("warm"));  // only a warm lease says so
+  lease_view warm_lease = cold;
+  warm_lease.warm = true;
+  in.leases = {warm_lease, cold};
+  sandlot::protocol::warm_status w;
+  w.mode = "auto";
+  w.hits = 7;
+  w.misses = 2;
+  w.evictions = 1;
+  w.adoption_mean_s = 0.004;
+  w.images = {sandlot::protocol::warm_image_status{"img:1", 2, 1, 3, 7, 2}};
+  in.warm = w;
+
+  status_view out = round_trip(in);
+  REQUIRE(out.leases.size() == 2);
+  CHECK(out.leases[0].warm);
+  CHECK_FALSE(out.leases[1].warm);
+  REQUIRE(out.warm);
+  CHECK(out.warm->mode == "auto");
+  CHECK(out.warm->hits == 7);
+  CHECK(out.warm->misses == 2);
+  CHECK(out.warm->evictions == 1);
+  CHECK(out.warm->adoption_mean_s == 0.004);
+  REQUIRE(out.warm->images.size() == 1);
+  CHECK(out.warm->images[0].image == "img:1");
+  CHECK(out.warm->images[0].ready == 2);
+  CHECK(out.warm->images[0].creating == 1);
+  CHECK(out.warm->images[0].target == 3);
+  CHECK(out.warm->images[0].hits == 7);
+  CHECK(out.warm->images[0].misses == 2);
+}

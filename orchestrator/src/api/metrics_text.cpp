@@ -51,6 +51,19 @@ std::string render_metrics(const core_metrics& m) {
   m.counts->wait_seconds.render(out, "sandlot_lease_wait_seconds", "Time a lease waited for slots (queued to admitted).");
   m.counts->gate_seconds.render(out, "sandlot_lease_gate_seconds", "Time an admitted lease spent at the image gate.");
   m.counts->ready_seconds.render(out, "sandlot_lease_ready_seconds", "Time from admission to a ready sandbox.");
+  // Warm pools (--warm): served always, zero without it, so dashboards need no second query.
+  int warm_ready = 0;
+  for (const auto& [image, n] : m.warm_ready) warm_ready += n;
+  render_metric(out, "sandlot_warm_ready", "gauge", "Ready, never-used warm sandboxes (all images).", warm_ready);
+  render_metric(out, "sandlot_warm_hits_total", "counter", "Leases served by a warm sandbox.",
+                static_cast<double>(m.warm_hits));
+  render_metric(out, "sandlot_warm_misses_total", "counter",
+                "Leases of a warmed image that were created cold (none ready, or other limits).",
+                static_cast<double>(m.warm_misses));
+  render_metric(out, "sandlot_warm_evictions_total", "counter", "Warm sandboxes removed unused: a lease needed their slot, or their demand passed.",
+                static_cast<double>(m.warm_evictions));
+  m.counts->warm_adoption_seconds.render(out, "sandlot_warm_adoption_seconds",
+                                         "Time from admission to ready for leases served by a warm sandbox.");
   return out;
 }
 

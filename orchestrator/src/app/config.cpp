@@ -210,6 +210,7 @@ service_options daemon_config::service() const {
   o.instance = instance;
   o.slots = slots;
   o.prepull = prepull;
+  for (const auto& entry : warm) parse_warm_entry(entry, o.warm);  // checked in settle()
   o.allowed_registries = allow_registries;
   o.gate.max_concurrent_pulls = max_pulls;
   o.max_queued_per_run = max_queued_per_run;
@@ -249,6 +250,12 @@ void add_listen_options(CLI::App& app, daemon_config& c, std::string& slots_text
 
 void add_engine_options(CLI::App& app, daemon_config& c) {
   app.add_option("--prepull", c.prepull, "Image to pull at start; /readyz turns 200 once all are done (repeatable)");
+  app.add_option("--warm", c.warm,
+                 "Keep N ready, never-used sandboxes of IMAGE in idle slots, for leases with a default lease's "
+                 "limits (repeatable); auto: per image and limits, as many as were held at once in the last 5 "
+                 "minutes. Warm sandboxes never delay a lease: they are removed when its slot is needed "
+                 "(docs/operations.md)")
+      ->type_name("IMAGE[=N]|auto");
   app.add_option("--allow-registry", c.allow_registries,
                  "Registry HOST[:PORT] the engine may pull from besides loopback ones (repeatable); "
                  "images already in the engine are usable whatever their registry");
@@ -357,6 +364,7 @@ void read_toml(toml::table& t, CLI::App& app, daemon_config& c) {
   from_toml(t, "listen", app, "--listen", c.listen);
   from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
   from_toml(t, "prepull", app, "--prepull", c.prepull);
+  from_toml(t, "warm", app, "--warm", c.warm);
   from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
   from_toml(t, "max_pulls", app, "--max-pulls", c.max_pulls);
   from_toml(t, "max_queued_per_run", app, "--max-queued-per-run", c.max_queued_per_run);
@@ -440,6 +448,14 @@ void apply_config_file(CLI::App& app, daemon_config& c) {
 
 /// Where to listen, who may call, and the per-slot shares: what follows from the rest.
 void settle(daemon_config& c) {
+  warm_options warm;
+  for (const auto& entry : c.warm) {
+    try {
+      parse_warm_entry(entry, warm);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(e.what());
+    }
+  }
   c.token = resolve_token(c.token_file);
   if (c.listen.empty()) {
     // The container image sets SANDLOT_IN_CONTAINER: there the job reaches the daemon through a

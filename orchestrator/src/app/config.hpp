@@ -19,6 +19,7 @@ struct daemon_config {
   std::string listen;  // empty until parsed: 127.0.0.1:7345, or 0.0.0.0:7345 in the container image
   std::string docker_host;  // empty: DOCKER_HOST or the local socket
   std::vector<std::string> prepull;
+  std::vector<std::string> warm;  // --warm IMAGE[=N] | auto (repeatable; SANDLOT_WARM comma-separated)
   std::vector<std::string> allow_registries;
   int max_pulls = 2;
   int max_queued_per_run = 1000;

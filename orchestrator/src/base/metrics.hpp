@@ -16,6 +16,7 @@ class histogram {
   /// Appends HELP, TYPE, buckets, sum and count for `name`.
   void render(std::string& out, std::string_view name, std::string_view help) const;
   std::uint64_t count() const noexcept { return count_; }
+  double sum() const noexcept { return sum_; }
 
  private:
   std::vector<double> bounds_;

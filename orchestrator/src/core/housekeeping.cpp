@@ -3,6 +3,8 @@
 // nobody owns any more), and shutdown.
 #include <malloc.h>
 
+#include <algorithm>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -13,6 +15,7 @@
 
 #include "ids.hpp"
 #include "lease_service.hpp"
+#include "within.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -30,6 +33,7 @@ asio::awaitable<void> lease_service::start() {
   asio::co_spawn(ex_, reaper(), asio::detached);
   asio::co_spawn(ex_, sweeper(), asio::detached);
   asio::co_spawn(ex_, prepull(), asio::detached);
+  if (warm_.enabled()) asio::co_spawn(ex_, warm_filler(), asio::detached);
 }
 
 asio::awaitable<void> lease_service::prepull() {
@@ -130,7 +134,20 @@ asio::awaitable<void> lease_service::sweep_orphans() {
   // Sandboxes of this instance whose lease is unknown or already final: left by a create that was
   // cut short, or by a removal that failed. Live leases (even mid-create) are never touched.
   for (const auto& s : co_await provider_.list_own()) {
-    auto it = leases_.find(s.lease_id);
+    // A warm sandbox the pool keeps is nobody's orphan; one that stopped is of no use to a lease.
+    if (warm_.holds(s.lease_id)) {
+      if (!s.running) {
+        if (auto lost = warm_.lose(s.lease_id)) {
+          spdlog::warn("warm sandbox {} stopped (state '{}'); removing it, the pool makes another", lost->id, s.state);
+          discard_warm(std::move(*lost));
+        }
+      }
+      continue;
+    }
+    // An adopted warm sandbox is labelled with the pool's id: it belongs to the lease that took it.
+    const auto adopted = warm_adopted_.find(s.lease_id);
+    const std::string& lease_id = adopted == warm_adopted_.end() ? s.lease_id : adopted->second;
+    auto it = leases_.find(lease_id);
     if (it != leases_.end() && !it->second->ended()) {
       // A ready lease whose sandbox stopped behind our back (the engine restarted, or its init
       // died): fail it with the reason now, rather than on the test's next command.
@@ -138,7 +155,7 @@ asio::awaitable<void> lease_service::sweep_orphans() {
       if (l->stage == lease_stage::ready && l->sandbox && l->sandbox->id == s.id && !s.running) {
         auto message = fmt::format("lease {}'s sandbox {} stopped (state '{}'): the engine restarted or the "
                                    "sandbox's init exited; lease a new one",
-                                   s.lease_id, l->sandbox_name, s.state);
+                                   lease_id, l->sandbox_name, s.state);
         spdlog::warn("{}", message);
         asio::co_spawn(ex_,
                        request_end(l, end_request{lease_state::failed, error_body_of(errc::sandbox_failed, message)}),
@@ -160,6 +177,9 @@ asio::awaitable<void> lease_service::shutdown() {
   shutting_down_ = true;
   stopping_.notify_all();
   fixtures_.stop_rebuilding();
+  // Warm sandboxes go with the final sweep below; none is handed out or made from now on.
+  warm_.take_all();
+  warm_wake_.notify_all();
   spdlog::info("shutting down: failing queued leases and removing every sandbox");
   std::vector<lease_ptr> live;
   for (auto& [id, l] : leases_) {
@@ -190,6 +210,106 @@ asio::awaitable<void> lease_service::shutdown() {
     spdlog::error("final sweep failed: {}", e.what());
   }
   spdlog::info("shutdown complete: {} lease(s) ended", live.size());
+}
+
+// --- warm pools -------------------------------------------------------------------------------
+
+void lease_service::warm_admitted(lease& l) {
+  if (!warm_.enabled() || !warm_eligible(l.req)) return;
+  const auto key = warm_key::of(l.req);
+  warm_.lease_held(key, clock::now());
+  if (auto w = warm_.claim(key)) {
+    // Claimed now, before the slot count is compared with the pool, so the lease's own sandbox is
+    // never the one evicted to make room for it. Adopted (or discarded) by its start-up.
+    warm_adopted_[w->id] = l.id;
+    l.warm_claim = std::move(*w);
+  } else if (warm_.tracks(l.req.image, clock::now())) {
+    warm_.miss(l.req.image);
+  }
+}
+
+void lease_service::trim_warm(const std::string& keep_image) {
+  if (!warm_.enabled()) return;
+  const int idle = broker_.slots_total() - broker_.slots_in_use();
+  const int before = warm_.count();
+  for (auto& w : warm_.trim(idle, keep_image, clock::now())) {
+    spdlog::info("warm sandbox {} ({}) evicted: its slot is needed, or its image's demand passed", w.id,
+                 w.key.image);
+    discard_warm(std::move(w));
+  }
+  // Ready ones are removed now; ones still being made when their create returns.
+  warm_evictions_ += static_cast<std::uint64_t>(before - warm_.count());
+}
+
+void lease_service::fill_warm() {
+  trim_warm({});
+  // While draining nothing new is made (the operator is emptying the daemon), nor at shutdown.
+  // Nor while a lease starts: a refill would compete with it for the engine and this thread.
+  if (shutting_down_ || draining_) return;
+  if (std::any_of(leases_.begin(), leases_.end(), [](const auto& l) { return l.second->starting_up(); })) return;
+  const int idle = broker_.slots_total() - broker_.slots_in_use() - warm_.count();
+  if (idle <= 0) return;
+  for (auto& c : warm_.plan_fill(idle, clock::now(), [] { return "warm-" + random_id(); })) {
+    asio::co_spawn(ex_, make_warm(std::move(c.id), std::move(c.key)), asio::detached);
+  }
+}
+
+asio::awaitable<void> lease_service::warm_filler() {
+  spdlog::info("warm pools: {}", warm_.options().auto_size ? "auto (recent demand per image)" : "fixed counts");
+  while (!shutting_down_) {
+    fill_warm();
+    // Woken when slots come back or are taken; the second covers auto demand that decays.
+    co_await warm_wake_.wait_until(clock::now() + 1s);
+  }
+}
+
+asio::awaitable<void> lease_service::make_warm(std::string id, warm_key key) {
+  std::optional<protocol::sandbox_info> made;
+  std::string image_id;
+  std::exception_ptr failure;
+  try {
+    // Through the gate like a lease: one pull per image, whoever asks.
+    co_await gate_.ensure(key.image);
+    image_id = co_await provider_.image_id(key.image);
+    const sandbox_spec spec{id, id, key.request(), image_id};
+    const std::chrono::seconds limit(300);
+    made = co_await within(limit, provider_.create(spec));
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure || !made) {
+    std::string why = "no answer within 300 s";
+    try {
+      if (failure) std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    spdlog::warn("warm sandbox of {} could not be made (retried in {} s): {}", key.image,
+                 warm_.options().retry_after.count(), why);
+    warm_.create_failed(id, clock::now());
+    // A create cut short may still land: the orphan sweep removes it (the pool no longer holds it).
+    co_return;
+  }
+  const std::string sandbox_id = made->id;
+  if (!warm_.made(id, std::move(image_id), std::move(*made))) {
+    // Evicted while being made, or the daemon is stopping.
+    co_await remove_warm(sandbox_id);
+    co_return;
+  }
+  spdlog::debug("warm sandbox {} of {} ready", id, key.image);
+}
+
+void lease_service::discard_warm(warm_sandbox w) {
+  asio::co_spawn(ex_, remove_warm(std::move(w.sandbox.id)), asio::detached);
+}
+
+asio::awaitable<void> lease_service::remove_warm(std::string sandbox_id) {
+  try {
+    co_await provider_.remove(sandbox_id);
+  } catch (const std::exception& e) {
+    spdlog::warn("removing warm sandbox {} failed; the orphan sweep retries: {}", sandbox_id.substr(0, 12), e.what());
+  }
+  warm_wake_.notify_all();
 }
 
 }  // namespace sandlot::orchestrator

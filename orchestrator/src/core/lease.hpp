@@ -20,6 +20,7 @@
 #include <sandlot/protocol.hpp>
 
 #include "async_event.hpp"
+#include "warm_pool.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -68,6 +69,10 @@ struct lease {
   std::vector<int> lanes;             // slot lanes while admitted (kept for the report)
   std::string sandbox_name;           // kept after release, for the report
   std::string test_outcome;           // "passed" / "failed", reported by the client
+  // Warm pools (warm_pool.hpp): a ready sandbox claimed for it at admission, until its start-up
+  // adopts it (its run's image id matches) or discards it; `warm` once it was adopted.
+  std::optional<warm_sandbox> warm_claim;
+  bool warm = false;
 
   int active_execs = 0;  // commands and file transfers in flight
   int active_polls = 0;  // GET ?wait_s=N calls waiting: a client blocked in one is alive

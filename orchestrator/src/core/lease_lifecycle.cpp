@@ -80,6 +80,7 @@ void lease_service::publish_budget() {
   events_.publish(event_kind::budget, {}, fmt::format("in_use={}/total={}", broker_.slots_in_use(),
                                                       broker_.slots_total()));
   budget_changed_.notify_all();
+  warm_wake_.notify_all();
 }
 
 void lease_service::admit_waiting() {
@@ -87,6 +88,7 @@ void lease_service::admit_waiting() {
   // nothing new starts either (the queue stays, in order, for POST /v1/resume).
   if (shutting_down_ || draining_) return;
   bool admitted = false;
+  std::string last_image;
   for (auto& a : broker_.admit()) {
     auto it = leases_.find(a.lease_id);
     if (it == leases_.end()) continue;
@@ -97,10 +99,16 @@ void lease_service::admit_waiting() {
     l->backfilled = a.backfilled;
     l->admitted_at = clock::now();
     telemetry_.wait_seconds.observe(seconds_between(l->created_at, *l->admitted_at));
+    warm_admitted(*l);
+    last_image = l->req.image;
     admitted = true;
     asio::co_spawn(ex_, start_up(l), asio::detached);
   }
-  if (admitted) publish_budget();
+  if (admitted) {
+    // The lease never waits for a warm sandbox: those beyond idle capacity go now.
+    trim_warm(last_image);
+    publish_budget();
+  }
   // Everyone still queued has moved up.
   for (auto& [id, l] : leases_) {
     if (l->stage == lease_stage::queued) l->changed.notify_all();
@@ -128,6 +136,14 @@ asio::awaitable<void> lease_service::start_up(lease_ptr l) {
   } catch (...) {
     failure = std::current_exception();
   }
+  // A warm sandbox claimed at admission and not adopted (a failure or a stop came first).
+  if (l->warm_claim) {
+    warm_adopted_.erase(l->warm_claim->id);
+    discard_warm(std::move(*l->warm_claim));
+    l->warm_claim.reset();
+  }
+  // Refills held back for this start-up may go now (once its stage changes below).
+  warm_wake_.notify_all();
   // A release or expiry asked for during start-up wins over how the start-up went.
   std::optional<end_request> end = l->end;
   if (!end && failure) end = start_failure(*l, failure);
@@ -141,11 +157,12 @@ asio::awaitable<void> lease_service::start_up(lease_ptr l) {
   const auto now = clock::now();
   l->ready_at = now;
   telemetry_.ready_seconds.observe(seconds_between(*l->admitted_at, now));
+  if (l->warm) telemetry_.warm_adoption_seconds.observe(seconds_between(*l->admitted_at, now));
   move_to(*l, lease_stage::ready);
   heartbeat(*l);
   set_state(*l, lease_state::ready, std::nullopt);
-  spdlog::info("lease {} ready in {:.3f}s (sandbox {})", l->id, seconds_between(l->created_at, now),
-               l->sandbox->name);
+  spdlog::info("lease {} ready in {:.3f}s (sandbox {}{})", l->id, seconds_between(l->created_at, now),
+               l->sandbox->name, l->warm ? ", warm" : "");
 }
 
 asio::awaitable<void> lease_service::until_stopped(lease_ptr l, bool only_at_shutdown) {
@@ -176,6 +193,25 @@ asio::awaitable<void> lease_service::pass_gate(lease_ptr l) {
 asio::awaitable<void> lease_service::make_sandbox(lease_ptr l) {
   const std::string image_id = co_await pinned_image(l->req.run, l->req.image);
   if (l->stage != lease_stage::starting) co_return;
+  if (l->warm_claim) {
+    warm_sandbox claimed = std::move(*l->warm_claim);
+    l->warm_claim.reset();
+    // Made from the bits this run is pinned to: adopt it. (A tag moved since it was made: it is
+    // stale for this run, and goes.)
+    if (claimed.image_id == image_id) {
+      warm_.hit(l->req.image);
+      l->warm = true;
+      l->sandbox = std::move(claimed.sandbox);
+      l->sandbox->image = l->req.image;
+      l->sandbox_name = l->sandbox->name;
+      co_return;
+    }
+    spdlog::info("warm sandbox {} was made from {} but run '{}' is pinned to {}; creating one", claimed.id,
+                 claimed.image_id.substr(0, 19), l->req.run, image_id.substr(0, 19));
+    warm_adopted_.erase(claimed.id);
+    warm_.miss(l->req.image);
+    discard_warm(std::move(claimed));
+  }
   set_state(*l, lease_state::starting, "sandbox");
   // A create that the timeout cuts short may still land in the engine: tear_down removes by
   // lease, and the orphan sweep catches any that arrive later.
@@ -285,6 +321,8 @@ asio::awaitable<void> lease_service::tear_down(lease_ptr l, end_request end) {
   } else {
     // The slot comes back only once the engine confirmed the sandbox is gone.
     co_await remove_sandbox_of(l);
+    if (warm_.enabled() && warm_eligible(l->req)) warm_.lease_let_go(warm_key::of(l->req), clock::now());
+    if (l->warm) std::erase_if(warm_adopted_, [&](const auto& a) { return a.second == l->id; });
     broker_.release(l->id);
     publish_budget();
   }

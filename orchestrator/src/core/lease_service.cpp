@@ -97,7 +97,8 @@ lease_service::lease_service(asio::any_io_executor ex, sandbox_provider& provide
           opts_.gate),
       commands_(provider, opts_.exec_output_limit),
       runs_(opts_),
-      fixtures_(fixture_registry::parts{ex, provider, gate_, runs_, commands_, events_, opts_}) {
+      fixtures_(fixture_registry::parts{ex, provider, gate_, runs_, commands_, events_, opts_}),
+      warm_(opts_.warm) {
   gate_.set_observer([this](const std::string& image) { events_.publish(event_kind::image, image, "changed"); });
 }
 
@@ -283,6 +284,11 @@ struct lease_service::busy_guard {
 asio::awaitable<protocol::exec_result> lease_service::exec(const std::string& id, protocol::exec_request req) {
   auto l = commandable(id);
   busy_guard guard(*this, l);
+  // A warm sandbox was made before its lease existed: the lease's env reaches its commands here
+  // (the command's own env wins on a clash, as it would over a container's env).
+  if (l->warm) {
+    for (const auto& [k, v] : l->req.env) req.env.emplace(k, v);
+  }
   try {
     co_return co_await commands_.exec(l->sandbox->id, "lease " + id, std::move(req));
   } catch (const api_error& e) {
@@ -341,6 +347,7 @@ protocol::lease_view lease_service::view(const lease& l) const {
   if (!l.ended()) v.expires_in_s = seconds_until(l.expires_at);
   if (!l.ended()) v.sandbox = l.sandbox;
   v.error = l.error;
+  v.warm = l.warm;
   return v;
 }
 
@@ -423,7 +430,23 @@ protocol::status_view lease_service::status() const {
   s.seq = events_.last_seq();
   s.lanes = lane_views(clock::now());
   s.runs = run_summaries();
+  s.warm = warm_status();
   return s;
+}
+
+std::optional<protocol::warm_status> lease_service::warm_status() const {
+  if (!warm_.enabled()) return std::nullopt;
+  protocol::warm_status w;
+  w.mode = warm_.options().auto_size ? "auto" : "fixed";
+  w.hits = warm_.hits();
+  w.misses = warm_.misses();
+  w.evictions = warm_evictions_;
+  const auto& adoption = telemetry_.warm_adoption_seconds;
+  if (adoption.count() > 0) w.adoption_mean_s = adoption.sum() / static_cast<double>(adoption.count());
+  for (const auto& f : warm_.figures(clock::now())) {
+    w.images.push_back({f.image, f.ready, f.creating, f.target, f.hits, f.misses});
+  }
+  return w;
 }
 
 core_metrics lease_service::metrics() const {
@@ -443,6 +466,11 @@ core_metrics lease_service::metrics() const {
   m.pulls_finished = gate_.pulls_succeeded();
   m.evictions = evictions_;
   m.event_streams = event_streams_;
+  m.warm_enabled = warm_.enabled();
+  m.warm_hits = warm_.hits();
+  m.warm_misses = warm_.misses();
+  m.warm_evictions = warm_evictions_;
+  for (const auto& f : warm_.figures(clock::now())) m.warm_ready[f.image] = f.ready;
   m.counts = &telemetry_;
   return m;
 }

@@ -40,6 +40,7 @@
 #include "sandbox_provider.hpp"
 #include "service_options.hpp"
 #include "telemetry.hpp"
+#include "warm_pool.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -110,6 +111,8 @@ class lease_service {
   boost::asio::awaitable<run_timeline> end_run(const std::string& id);
 
   protocol::status_view status() const;
+  /// The `warm` object of GET /v1/status, or nullopt without --warm.
+  std::optional<protocol::warm_status> warm_status() const;
 
   // --- the operator (operator_control.cpp)
   /// GET /v1/leases?run=R: the live leases (not ended), oldest first; every run when `run` is empty.
@@ -190,6 +193,19 @@ class lease_service {
   boost::asio::awaitable<void> remove_orphan(std::string sandbox_id, std::string lease_id);
   boost::asio::awaitable<void> prepull();
 
+  // --- warm pools (warm_pool.cpp's bookkeeping; the engine work in housekeeping.cpp)
+  /// At admission: claims a matching warm sandbox for `l` (or counts a miss), records demand.
+  void warm_admitted(lease& l);
+  /// Evicts warm sandboxes beyond idle capacity, other images than `keep_image` first.
+  void trim_warm(const std::string& keep_image);
+  /// Trims, then starts creates for keys below target within idle capacity.
+  void fill_warm();
+  boost::asio::awaitable<void> warm_filler();
+  boost::asio::awaitable<void> make_warm(std::string id, warm_key key);
+  /// Forgets `w` and removes its sandbox in the background (the orphan sweep retries a failure).
+  void discard_warm(warm_sandbox w);
+  boost::asio::awaitable<void> remove_warm(std::string sandbox_id);
+
   boost::asio::any_io_executor ex_;
   sandbox_provider& provider_;
   service_options opts_;
@@ -213,6 +229,10 @@ class lease_service {
   async_event budget_changed_;   // slots admitted or given back: drain's wait
   async_event stopping_;
   std::uint64_t evictions_ = 0;
+  warm_pool warm_;
+  std::map<std::string, std::string> warm_adopted_;  // warm id → lease id, from its claim until that lease ends
+  async_event warm_wake_;  // slots came back or a warm sandbox was taken: fill again now
+  std::uint64_t warm_evictions_ = 0;
   std::size_t event_streams_ = 0;
 };
 

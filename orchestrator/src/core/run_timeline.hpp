@@ -35,6 +35,7 @@ struct lease_record {
   std::optional<double> expected_s;  // hold time the broker expected when it admitted the lease
   bool backfilled = false;           // admitted past a wide lease's reservation
   std::string sandbox;               // container name, once it had one
+  bool warm = false;                 // served by a warm sandbox (--warm) instead of a fresh create
   std::string error;                 // why it failed or expired
 };
 

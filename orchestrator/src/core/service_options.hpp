@@ -9,6 +9,7 @@
 
 #include "broker.hpp"
 #include "image_gate.hpp"
+#include "warm_pool.hpp"
 
 namespace sandlot::orchestrator {
 
@@ -47,6 +48,7 @@ struct service_options {
   int max_fixtures = 8;  // live fixtures at once: their own budget beside --slots
   std::chrono::seconds shutdown_timeout{25};  // then the daemon exits anyway, saying what is left
   schedule order = schedule::duration;  // --schedule
+  warm_options warm;  // --warm: ready sandboxes kept in idle capacity (warm_pool.hpp)
 };
 
 }  // namespace sandlot::orchestrator

@@ -26,6 +26,8 @@ class lease_telemetry {
   histogram wait_seconds{default_latency_buckets()};       // queued → admitted (slot wait)
   histogram gate_seconds{default_latency_buckets()};       // time at the image gate
   histogram ready_seconds{default_latency_buckets()};      // admitted → ready (gate + start)
+  // admitted → ready for leases served by a warm sandbox: milliseconds, so finer buckets.
+  histogram warm_adoption_seconds{{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10}};
   /// Engine failures that cost a lease its start or an image its pull, by provider_failure's
   /// name: a fixed set of labels.
   std::map<std::string, std::uint64_t, std::less<>> engine_errors;
@@ -50,6 +52,11 @@ struct core_metrics {
   std::uint64_t pull_bytes = 0;        // bytes the engine reported pulled, all images
   double pull_seconds = 0;             // time spent in finished pull flights
   std::uint64_t pulls_finished = 0;
+  bool warm_enabled = false;           // --warm given
+  std::uint64_t warm_hits = 0;         // leases served by a warm sandbox
+  std::uint64_t warm_misses = 0;       // leases of a warmed image that were created cold
+  std::uint64_t warm_evictions = 0;    // warm sandboxes removed unused (a lease needed the slot, demand passed)
+  std::map<std::string, int> warm_ready;  // ready warm sandboxes per image reference
   const lease_telemetry* counts = nullptr;  // valid while the lease service lives
 };
 

@@ -9,7 +9,7 @@ namespace sandlot::orchestrator::report_style {
 // System fonts only: the page is opened from a daemon on a machine that may have no network.
 inline constexpr std::string_view style_sheet = R"css(
 :root { --ink: #1f2328; --muted: #59636e; --line: #d8dee4; --paper: #ffffff; --back: #f3f5f7;
-  --gate: #f2a93b; --starting: #5b8ed8; --ready: #48a868; --failed: #d1242f; }
+  --gate: #f2a93b; --starting: #5b8ed8; --ready: #48a868; --failed: #d1242f; --warm: #1f9e9a; }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--back); color: var(--ink);
   font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", "Liberation Sans", Arial, sans-serif; }
@@ -47,6 +47,7 @@ svg text { font-family: inherit; }
 .seg.gate, .swatch.gate { fill: var(--gate); background: var(--gate); }
 .seg.starting, .swatch.starting { fill: var(--starting); background: var(--starting); }
 .seg.ready, .swatch.ready { fill: var(--ready); background: var(--ready); }
+.seg.ready.warm, .swatch.warm { fill: var(--warm); background: repeating-linear-gradient(135deg, var(--warm) 0 4px, #5cc4bf 4px 7px); }
 .outline { fill: none; stroke: rgba(31, 35, 40, .35); stroke-width: 1; }
 .outline.failed { stroke: var(--failed); stroke-width: 2.5; }
 .outline.live { stroke-dasharray: 5 3; }

@@ -219,7 +219,7 @@ void append_segment(std::string& out, const timeline_geometry& g, std::string_vi
 std::string bar_tooltip(const lease_record& l, const held_phases& p, bool live) {
   std::string t = fmt::format("{}\nlease {} ({})", l.test.empty() ? "(no test name)" : l.test,
                               l.name.empty() ? l.id : l.name, l.id);
-  if (!l.sandbox.empty()) t += fmt::format("\nsandbox {}", l.sandbox);
+  if (!l.sandbox.empty()) t += fmt::format("\nsandbox {}{}", l.sandbox, l.warm ? " (warm: from the pool, no create)" : "");
   if (!l.image.empty()) t += fmt::format("\nimage {}", l.image);
   t += fmt::format("\nstate {}{}", l.state,
                    l.test_outcome.empty() ? "" : ", test " + l.test_outcome);
@@ -302,7 +302,9 @@ void append_bar(std::string& out, const timeline_geometry& g, const lease_record
     fmt::format_to(o, "<g class=\"bar\"><title>{}</title>", tooltip);
     append_segment(out, g, "gate", p.admitted, p.pulled, y, h);
     append_segment(out, g, "starting", p.pulled, p.ready, y, h);
-    append_segment(out, g, "ready", p.ready, p.end, y, h);
+    // A lease served by a warm sandbox: its ready phase in its own colour, so a run shows at a
+    // glance which tests started warm.
+    append_segment(out, g, l.warm ? "ready warm" : "ready", p.ready, p.end, y, h);
     fmt::format_to(o,
                    "<rect class=\"outline{}{}\" x=\"{:.2f}\" y=\"{:.2f}\" width=\"{:.2f}\" "
                    "height=\"{:.2f}\" rx=\"2\"/>",
@@ -358,6 +360,7 @@ void append_legend(std::string& out) {
       "<li><span class=\"swatch gate\"></span>at the image gate (admitted → pulled)</li>"
       "<li><span class=\"swatch starting\"></span>starting the sandbox (pulled → ready)</li>"
       "<li><span class=\"swatch ready\"></span>ready, test running (ready → released)</li>"
+      "<li><span class=\"swatch warm\"></span>ready, served by a warm sandbox (--warm)</li>"
       "<li><span class=\"swatch failed\"></span>failed or expired lease, or failed test</li>"
       "<li><span class=\"swatch live\"></span>still held when the report was taken</li>"
       "</ul>\n";
@@ -498,6 +501,7 @@ json to_json(const run_timeline& run) {
                       {"expected_s", optional_number(l.expected_s)},
                       {"backfilled", l.backfilled},
                       {"sandbox", l.sandbox},
+                      {"warm", l.warm},
                       {"error", l.error}});
   }
   json fixtures = json::array();

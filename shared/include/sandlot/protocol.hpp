@@ -148,6 +148,7 @@ struct lease_view {
   std::optional<sandbox_info> sandbox;     // once ready
   std::optional<error_body> error;         // once failed or expired
   std::optional<double> since_s;           // seconds in its current state
+  bool warm = false;                       // its sandbox came from the warm pool (JSON only when true)
 };
 
 /// POST /v1/leases/{id}/outcome: what became of the test that held the lease, for the report.
@@ -256,6 +257,26 @@ struct run_summary {
   std::optional<double> efficiency;  // ideal ÷ wall time so far, as the run report defines it
 };
 
+/// Warm pools in GET /v1/status: one image reference's ready sandboxes and how leases fared.
+struct warm_image_status {
+  std::string image;
+  int ready = 0;     // ready, never used
+  int creating = 0;  // being made
+  int target = 0;    // how many the pool keeps (before the idle-capacity cap)
+  std::uint64_t hits = 0;    // leases served by a warm sandbox
+  std::uint64_t misses = 0;  // leases of this image created cold
+};
+
+/// The `warm` object of GET /v1/status (only with --warm).
+struct warm_status {
+  std::string mode;  // "auto" | "fixed"
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t evictions = 0;                 // warm sandboxes removed unused (a lease needed the slot, demand passed)
+  std::optional<double> adoption_mean_s;       // admitted → ready, leases served warm
+  std::vector<warm_image_status> images;
+};
+
 /// GET /v1/status
 struct status_view {
   std::string instance;
@@ -269,6 +290,7 @@ struct status_view {
   std::uint64_t seq = 0;              // the last state change published
   std::vector<lane_view> lanes;
   std::vector<run_summary> runs;
+  std::optional<warm_status> warm;  // only with --warm
 };
 
 /// POST /v1/drain, POST /v1/resume.
@@ -350,6 +372,10 @@ void to_json(nlohmann::json& j, const lane_view& v);
 void from_json(const nlohmann::json& j, lane_view& v);
 void to_json(nlohmann::json& j, const run_summary& v);
 void from_json(const nlohmann::json& j, run_summary& v);
+void to_json(nlohmann::json& j, const warm_image_status& v);
+void from_json(const nlohmann::json& j, warm_image_status& v);
+void to_json(nlohmann::json& j, const warm_status& v);
+void from_json(const nlohmann::json& j, warm_status& v);
 void to_json(nlohmann::json& j, const status_view& v);
 void from_json(const nlohmann::json& j, status_view& v);
 void to_json(nlohmann::json& j, const lock_spec& v);
