@@ -109,10 +109,9 @@ void lease_service::admit_waiting() {
     trim_warm(last_image);
     publish_budget();
   }
-  // Everyone still queued has moved up.
-  for (auto& [id, l] : leases_) {
-    if (l->stage == lease_stage::queued) l->changed.notify_all();
-  }
+  // Nobody still queued is woken: a long-poll on a queued lease returns at ready, at its end or at
+  // its deadline, never for a new position, and waking every one of 10,000 queued leases on each
+  // create made queueing O(n²).
   // Tests that each hold a lock the other waits for would wait until their leases time out:
   // fail the waiting leases now, saying why.
   std::string why;
