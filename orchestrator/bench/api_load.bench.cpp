@@ -115,14 +115,6 @@ double quantile_ms(std::vector<double> s, double q) {
 
 double since(bench_clock::time_point t) { return std::chrono::duration<double>(bench_clock::now() - t).count(); }
 
-std::optional<long> rss_kib(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return std::nullopt;
-}
-
 /// What a phase saw: each request's seconds, and what went wrong.
 struct phase {
   std::vector<double> seconds;
@@ -273,7 +265,7 @@ int run(const options& o) {
   std::cout << fmt::format("api_load: {} creates over {} connections into {} runs, {} waiters (wait_s={}), "
                            "--slots {}, instance {}, daemon pid {}\n",
                            o.creates, o.connections, o.runs, o.waiters, o.wait_s, slots, instance, daemon.pid());
-  const auto idle_kib = rss_kib(daemon.pid()).value_or(0);
+  const auto idle_kib = itest::rss_kib(daemon.pid()).value_or(0);
 
   const sclient::client c(daemon.url());
   sandlot::protocol::lease_request blocker_req = itest::lease_of(o.image, "blocker", 600);
@@ -294,7 +286,7 @@ int run(const options& o) {
         return {};
       },
       creates);
-  const auto queued_kib = rss_kib(daemon.pid()).value_or(0);
+  const auto queued_kib = itest::rss_kib(daemon.pid()).value_or(0);
   auto st = c.status();
   std::cout << fmt::format("creates: {} in {:.2f} s = {:.0f}/s; latency p50 {:.2f} ms, p99 {:.2f} ms, max {:.2f} ms\n",
                            creates.seconds.size(), create_s, static_cast<double>(creates.seconds.size()) / create_s,

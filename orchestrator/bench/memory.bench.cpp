@@ -83,8 +83,6 @@ int int_flag(std::string_view flag, std::string_view text, int lo, int hi) {
 }
 
 /// The VmRSS line of /proc/<pid>/status, in KiB; nullopt once the process is gone.
-std::optional<long> rss_kib(pid_t pid);
-
 /// VmRSS once the daemon is idle: the lowest of 16 samples over 8 s. Freed request bodies and
 /// engine answers (up to ~1 MiB each here) go back to the system at the daemon's next
 /// housekeeping (every 5 s), so a reading taken the moment the load stops would count memory it no
@@ -92,25 +90,12 @@ std::optional<long> rss_kib(pid_t pid);
 std::optional<long> settled_rss_kib(pid_t pid) {
   std::optional<long> lowest;
   for (int i = 0; i < 16; ++i) {
-    if (auto kib = rss_kib(pid); kib && (!lowest || *kib < *lowest)) lowest = kib;
+    if (auto kib = itest::rss_kib(pid); kib && (!lowest || *kib < *lowest)) lowest = kib;
     std::this_thread::sleep_for(500ms);  // the sampling period
   }
   return lowest;
 }
 
-std::optional<long> rss_kib(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  constexpr std::string_view key = "VmRSS:";
-  for (std::string line; std::getline(status, line);) {
-    if (line.compare(0, key.size(), key) != 0) continue;
-    std::size_t at = key.size();
-    while (at < line.size() && (line[at] == ' ' || line[at] == '\t')) ++at;
-    long kib = 0;
-    const auto [end, ec] = std::from_chars(line.data() + at, line.data() + line.size(), kib);
-    if (ec == std::errc() && end != line.data() + at) return kib;
-  }
-  return std::nullopt;
-}
 
 double mib(long kib) { return static_cast<double>(kib) / 1024.0; }
 
@@ -214,7 +199,7 @@ phase_end run_cycles(const bench_context& ctx, int first, int last, bool real, s
           t.failed(fmt::format("cycle-{}: {}", i, e.what()));
         }
         if (runaway_kib && i % 20 == 0) {
-          if (auto kib = rss_kib(ctx.daemon_pid); kib && *kib > *runaway_kib) runaway = true;
+          if (auto kib = itest::rss_kib(ctx.daemon_pid); kib && *kib > *runaway_kib) runaway = true;
         }
       }
     });
@@ -252,7 +237,7 @@ int bench(const options& o) {
                            o.cycles, warmup_cycles, workers, run_count, env_bytes, slots, instance, daemon.pid());
 
   tally t;
-  const auto start_kib = rss_kib(daemon.pid());
+  const auto start_kib = itest::rss_kib(daemon.pid());
 
   const int real_cycles = std::max(1, o.cycles / real_every);
   const int queued_first = warmup_real_cycles;
@@ -279,7 +264,7 @@ int bench(const options& o) {
   std::optional<long> runaway_kib;
   if (baseline_kib) runaway_kib = *baseline_kib + runaway_factor * o.max_growth_mib * 1024L;
   if (!ended.out_of_time) ended = run_cycles(ctx, measured_first, real_first, false, runaway_kib, t);
-  const auto queued_end_kib = rss_kib(daemon.pid());
+  const auto queued_end_kib = itest::rss_kib(daemon.pid());
   blocker->release();
   blocker.reset();
   // The real cycles run even after a runaway: the sandbox path is checked either way.

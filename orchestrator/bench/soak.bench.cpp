@@ -152,14 +152,6 @@ killed_client_result run_killed_client(const std::string& self, const std::strin
 
 // --- RSS sampling --------------------------------------------------------------------------
 
-long rss_kib(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/status", pid));
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-  }
-  return -1;
-}
-
 /// Samples a pid's VmRSS every second on its own thread, until stopped.
 class rss_sampler {
  public:
@@ -179,9 +171,9 @@ class rss_sampler {
  private:
   void loop() {
     while (!stop_) {
-      if (long kib = rss_kib(pid_); kib > 0) {
+      if (auto kib = itest::rss_kib(pid_); kib && *kib > 0) {
         std::lock_guard lock(m_);
-        samples_.push_back(kib);
+        samples_.push_back(*kib);
       }
       for (int i = 0; i < 10 && !stop_; ++i) std::this_thread::sleep_for(100ms);  // the sampling period
     }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -268,6 +269,20 @@ exit_status daemon_process::kill_hard() {
   send_signal(SIGKILL);
   while (!status_) wait_exit(1s);  // SIGKILL cannot be ignored: this ends promptly
   return *status_;
+}
+
+std::optional<long> rss_kib(pid_t pid) {
+  std::ifstream status(fmt::format("/proc/{}/status", pid));
+  constexpr std::string_view key = "VmRSS:";
+  for (std::string line; std::getline(status, line);) {
+    if (line.compare(0, key.size(), key) != 0) continue;
+    std::size_t at = key.size();
+    while (at < line.size() && (line[at] == ' ' || line[at] == '\t')) ++at;
+    long kib = 0;
+    const auto [end, ec] = std::from_chars(line.data() + at, line.data() + line.size(), kib);
+    if (ec == std::errc() && end != line.data() + at) return kib;
+  }
+  return std::nullopt;
 }
 
 }  // namespace sandlot::itest

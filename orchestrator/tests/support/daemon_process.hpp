@@ -97,6 +97,9 @@ void forget_started_daemons();
 /// The last `max_bytes` of a file (the whole file when smaller), or a note that it is unreadable.
 std::string file_tail(const std::filesystem::path& p, std::size_t max_bytes);
 
+/// A process's resident set (VmRSS in /proc/PID/status) in KiB; nullopt once it is gone.
+std::optional<long> rss_kib(pid_t pid);
+
 /// A port nothing listens on right now (bind 127.0.0.1:0, read it back, close).
 unsigned short free_loopback_port();
 
