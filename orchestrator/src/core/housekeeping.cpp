@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -61,11 +62,17 @@ asio::awaitable<void> lease_service::prepull() {
 }
 
 void lease_service::expire_overdue(clock::time_point now) {
-  for (auto& [id, l] : leases_) {
-    if (l->ended() || l->ending() || l->active_execs > 0 || l->active_polls > 0 || now < l->expires_at) continue;
+  // Collected first: an end may run up to its first suspension inside co_spawn, and a queued
+  // lease's end leaves live_ without one.
+  std::vector<lease_ptr> overdue;
+  for (const auto& [id, l] : live_) {
+    if (l->ending() || l->active_execs > 0 || l->active_polls > 0 || now < l->expires_at) continue;
+    overdue.push_back(l);
+  }
+  for (auto& l : overdue) {
     auto message = fmt::format("lease {} expired: not renewed within ttl_s={}; the client stopped "
                                "heartbeating (crashed or hung?)",
-                               id, l->req.ttl_s);
+                               l->id, l->req.ttl_s);
     spdlog::warn("{}", message);
     asio::co_spawn(ex_, request_end(l, end_request{lease_state::expired, error_body_of(errc::lease_gone, message)}),
                    asio::detached);
@@ -73,8 +80,19 @@ void lease_service::expire_overdue(clock::time_point now) {
 }
 
 void lease_service::forget_old(clock::time_point now) {
-  for (auto it = leases_.begin(); it != leases_.end();) {
-    it = (it->second->ended() && now - it->second->ended_at > opts_.keep_final) ? leases_.erase(it) : std::next(it);
+  // Leases end in ended_order_'s order, so the ones due to be forgotten are at its front.
+  while (!ended_order_.empty()) {
+    auto it = leases_.find(ended_order_.front());
+    if (it != leases_.end()) {
+      const lease& l = *it->second;
+      if (now - l.ended_at <= opts_.keep_final) break;
+      if (!l.req.request_id.empty()) {
+        auto key = by_request_id_.find(l.req.run + "\n" + l.req.request_id);
+        if (key != by_request_id_.end() && key->second == l.id) by_request_id_.erase(key);
+      }
+      leases_.erase(it);
+    }
+    ended_order_.pop_front();
   }
 }
 
@@ -93,9 +111,6 @@ asio::awaitable<void> lease_service::reaper() {
     // Bookkeeping that walks every run's records: every few seconds is plenty.
     next_prune = now + 5s;
     runs_.prune(now, [this](const std::string& fixture_id) { fixtures_.forget(fixture_id); });
-    for (auto it = by_request_id_.begin(); it != by_request_id_.end();) {
-      it = leases_.count(it->second) == 0 ? by_request_id_.erase(it) : std::next(it);
-    }
     gate_.prune(max_gate_images);
     // Request bodies and engine answers of up to a few MiB come and go; give the freed pages back
     // so the daemon's resident size shows what it holds, not its busiest moment.
@@ -182,9 +197,8 @@ asio::awaitable<void> lease_service::shutdown() {
   warm_wake_.notify_all();
   spdlog::info("shutting down: failing queued leases and removing every sandbox");
   std::vector<lease_ptr> live;
-  for (auto& [id, l] : leases_) {
-    if (!l->ended()) live.push_back(l);
-  }
+  live.reserve(live_.size());
+  for (auto& [id, l] : live_) live.push_back(l);
   int pending = static_cast<int>(live.size());
   async_event all_done;
   for (auto& l : live) {
@@ -246,7 +260,7 @@ void lease_service::fill_warm() {
   // While draining nothing new is made (the operator is emptying the daemon), nor at shutdown.
   // Nor while a lease starts: a refill would compete with it for the engine and this thread.
   if (shutting_down_ || draining_) return;
-  if (std::any_of(leases_.begin(), leases_.end(), [](const auto& l) { return l.second->starting_up(); })) return;
+  if (starting_up_ > 0) return;
   const int idle = broker_.slots_total() - broker_.slots_in_use() - warm_.count();
   if (idle <= 0) return;
   for (auto& c : warm_.plan_fill(idle, clock::now(), [] { return "warm-" + random_id(); })) {

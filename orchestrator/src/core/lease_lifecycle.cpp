@@ -65,11 +65,19 @@ void lease_service::move_to(lease& l, lease_stage to) {
                   to_string(to));
     return;
   }
+  const bool was_starting = l.starting_up();
   l.stage = to;
+  starting_up_ += static_cast<int>(l.starting_up()) - static_cast<int>(was_starting);
 }
 
 void lease_service::set_state(lease& l, lease_state s, std::optional<std::string> waiting_for) {
-  if (l.state != s) l.state_since = clock::now();
+  if (l.state != s) {
+    l.state_since = clock::now();
+    if (!l.ended()) {
+      --live_by_state_[l.state];
+      ++live_by_state_[s];
+    }
+  }
   l.state = s;
   l.waiting_for = std::move(waiting_for);
   events_.publish_lease(l.id, s, l.req.run);
@@ -98,6 +106,7 @@ void lease_service::admit_waiting() {
     l->expected_s = a.expected_s;
     l->backfilled = a.backfilled;
     l->admitted_at = clock::now();
+    runs_.lease_admitted(*l);
     telemetry_.wait_seconds.observe(seconds_between(l->created_at, *l->admitted_at));
     warm_admitted(*l);
     last_image = l->req.image;
@@ -338,8 +347,11 @@ asio::awaitable<void> lease_service::tear_down(lease_ptr l, end_request end) {
   // What is kept of an ended lease (for GET and the run's timeline) need not hold its environment,
   // up to 1 MiB a lease.
   std::map<std::string, std::string>().swap(l->req.env);
+  --live_by_state_[l->state];
   move_to(*l, lease_stage::ended);
-  --live_leases_;
+  live_.erase(l->id);
+  ended_order_.push_back(l->id);
+  runs_.lease_ended(*l);
   set_state(*l, end.final_state, std::nullopt);
   spdlog::info("lease {} {} after {:.3f}s", l->id, protocol::to_string(end.final_state),
                seconds_between(l->created_at, l->ended_at));

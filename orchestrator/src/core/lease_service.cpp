@@ -220,7 +220,8 @@ std::pair<protocol::lease_view, bool> lease_service::create(protocol::lease_requ
   // First: if it throws, nothing is left behind.
   broker_.enqueue(std::move(queued));
   leases_[l->id] = l;
-  ++live_leases_;
+  live_[l->id] = l;
+  ++live_by_state_[l->state];
   runs_.add_lease(l);
   if (!l->req.request_id.empty()) by_request_id_[key] = l->id;
   events_.publish_lease(l->id, l->state, l->req.run);
@@ -412,7 +413,7 @@ asio::awaitable<run_timeline> lease_service::end_run(const std::string& id) {
 // --- status -----------------------------------------------------------------------------------
 
 bool lease_service::idle() const {
-  return live_leases_ == 0 && fixtures_.idle();
+  return live_.empty() && fixtures_.idle();
 }
 
 protocol::status_view lease_service::status() const {
@@ -422,9 +423,8 @@ protocol::status_view lease_service::status() const {
   s.slots_in_use = broker_.slots_in_use();
   s.queue_length = broker_.queue_length();
   s.ready = prepull_done_;
-  for (const auto& [id, l] : leases_) {
-    if (!l->ended()) s.leases.push_back(view(*l));
-  }
+  s.leases.reserve(live_.size());
+  for (const auto& [id, l] : live_) s.leases.push_back(view(*l));
   s.images = gate_.snapshot();
   s.draining = draining_;
   s.seq = events_.last_seq();
@@ -455,8 +455,8 @@ core_metrics lease_service::metrics() const {
   m.slots_in_use = broker_.slots_in_use();
   m.queue_length = broker_.queue_length();
   m.ready = prepull_done_;
-  for (const auto& [id, l] : leases_) {
-    if (!l->ended()) ++m.live[l->state];
+  for (const auto& [state, n] : live_by_state_) {
+    if (n > 0) m.live[state] = n;
   }
   m.pulls_started = gate_.pulls_started();
   m.pulls_failed = gate_.pulls_failed();

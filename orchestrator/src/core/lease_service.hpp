@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -217,12 +218,17 @@ class lease_service {
   command_runner commands_;
   run_registry runs_;
   fixture_registry fixtures_;
+  // Every lease the daemon remembers (live, and ended ones for keep_final), and the indexes that
+  // keep status, metrics, expiry and warm refills from walking them all on each event.
   std::map<std::string, lease_ptr> leases_;
+  std::map<std::string, lease_ptr> live_;               // created and not yet ended, by id
+  std::map<protocol::lease_state, int> live_by_state_;  // live_ counted by API state, for /metrics
+  int starting_up_ = 0;                                 // live leases in stage starting or stopping
+  std::deque<std::string> ended_order_;                 // ended lease ids, oldest end first
   std::map<std::string, std::string> by_request_id_;  // run + request_id → lease id
   std::set<std::string> orphans_in_removal_;  // sandbox ids the sweep is removing now
   static constexpr std::size_t max_gate_images = 256;  // images the gate remembers beyond busy ones
   std::uint64_t name_counter_ = 0;
-  std::size_t live_leases_ = 0;  // created and not yet ended: idle() without a scan
   bool prepull_done_ = false;
   bool shutting_down_ = false;
   bool draining_ = false;        // POST /v1/drain: nothing is admitted until POST /v1/resume

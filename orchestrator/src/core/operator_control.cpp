@@ -65,8 +65,8 @@ std::vector<protocol::run_summary> lease_service::run_summaries() const { return
 
 std::vector<protocol::lease_view> lease_service::live_leases(const std::string& run) const {
   std::vector<const lease*> live;
-  for (const auto& [id, l] : leases_) {
-    if (!l->ended() && (run.empty() || l->req.run == run)) live.push_back(l.get());
+  for (const auto& [id, l] : live_) {
+    if (run.empty() || l->req.run == run) live.push_back(l.get());
   }
   std::stable_sort(live.begin(), live.end(), [](const lease* a, const lease* b) { return a->created_at < b->created_at; });
   std::vector<protocol::lease_view> out;
@@ -143,7 +143,7 @@ protocol::drain_view lease_service::drain_status() const {
   d.draining = draining_;
   d.slots_in_use = broker_.slots_in_use();
   d.drained = d.slots_in_use == 0;
-  d.live = static_cast<int>(live_leases_);
+  d.live = static_cast<int>(live_.size());
   d.queue_length = broker_.queue_length();
   return d;
 }
@@ -155,7 +155,7 @@ asio::awaitable<protocol::drain_view> lease_service::drain(int wait_s) {
                  broker_.slots_in_use(), broker_.queue_length());
     events_.publish(event_kind::budget, {}, "draining");
     // Queued leases now wait for the drain: their waiters see the new reason.
-    for (auto& [id, l] : leases_) {
+    for (auto& [id, l] : live_) {
       if (l->stage == lease_stage::queued) l->changed.notify_all();
     }
   }

@@ -61,8 +61,21 @@ fixture_record record_of(const fixture& f, const std::function<double(lease::clo
 }  // namespace
 
 bool run_registry::record::live() const {
-  return std::any_of(leases.begin(), leases.end(), [](const lease_ptr& l) { return !l->ended(); }) ||
-         std::any_of(fixtures.begin(), fixtures.end(), [](const fixture_ptr& f) { return !f->gone(); });
+  return sums.live > 0 || std::any_of(fixtures.begin(), fixtures.end(), [](const fixture_ptr& f) { return !f->gone(); });
+}
+
+std::optional<double> run_registry::record::efficiency(int slots_total, clock::time_point now) const {
+  // The first lease's queueing starts the wall; the last end (or now, while any lease is live)
+  // ends it. Slot time and the longest hold count running leases up to now.
+  if (!sums.first) return std::nullopt;
+  const double now_s = seconds_between(*sums.first, now);
+  const double running_slot_s = sums.running_slots * now_s - sums.running_slot_start;
+  const double slot_s = sums.ended_slot_s + std::max(0.0, running_slot_s);
+  double longest = sums.ended_longest_s;
+  if (!sums.running_since.empty()) longest = std::max(longest, seconds_between(*sums.running_since.begin(), now));
+  const double wall = sums.live > 0 ? now_s : seconds_between(*sums.first, sums.last_end);
+  if (wall <= 0 || slot_s <= 0) return std::nullopt;
+  return std::max(slot_s / std::max(1, slots_total), longest) / wall;
 }
 
 run_registry::record& run_registry::open(const std::string& run, clock::time_point when) {
@@ -93,6 +106,34 @@ void run_registry::add_lease(const lease_ptr& l) {
     }
   }
   r.leases.push_back(l);
+  if (!r.sums.first) r.sums.first = l->created_at;
+  ++r.sums.live;
+}
+
+void run_registry::lease_admitted(const lease& l) {
+  auto it = runs_.find(l.req.run);
+  if (it == runs_.end() || !l.admitted_at || !it->second.sums.first) return;
+  auto& r = it->second;
+  r.sums.running_slots += l.req.slots;
+  r.sums.running_slot_start += l.req.slots * seconds_between(*r.sums.first, *l.admitted_at);
+  r.sums.running_since.insert(*l.admitted_at);
+}
+
+void run_registry::lease_ended(const lease& l) {
+  auto it = runs_.find(l.req.run);
+  if (it == runs_.end()) return;
+  auto& r = it->second.sums;
+  if (r.live > 0) --r.live;
+  r.last_end = std::max(r.last_end, l.ended_at);
+  if (!l.admitted_at) return;
+  if (auto at = r.running_since.find(*l.admitted_at); at != r.running_since.end()) {
+    r.running_since.erase(at);
+    r.running_slots -= l.req.slots;
+    r.running_slot_start -= l.req.slots * seconds_between(*r.first, *l.admitted_at);
+  }
+  const double held = std::max(0.0, seconds_between(*l.admitted_at, l.ended_at));
+  r.ended_slot_s += held * l.req.slots;
+  r.ended_longest_s = std::max(r.ended_longest_s, held);
 }
 
 void run_registry::add_fixture(const fixture_ptr& f) { runs_[f->run].fixtures.push_back(f); }
@@ -171,32 +212,6 @@ run_timeline run_registry::timeline(const std::string& run, int slots_total) con
   return t;
 }
 
-namespace {
-
-/// ideal ÷ wall so far, over the leases admitted: the run report's summary, in one pass.
-std::optional<double> efficiency_of(const std::vector<lease_ptr>& leases, int slots_total, lease::clock::time_point now) {
-  using secs = std::chrono::duration<double>;
-  std::optional<lease::clock::time_point> first;
-  lease::clock::time_point last{};
-  double slot_s = 0;
-  double longest = 0;
-  for (const auto& l : leases) {
-    const auto end = l->ended() ? l->ended_at : now;
-    if (!first || l->created_at < *first) first = l->created_at;
-    last = std::max(last, end);
-    if (!l->admitted_at) continue;
-    const double t = std::max(0.0, secs(end - *l->admitted_at).count());
-    slot_s += t * l->req.slots;
-    longest = std::max(longest, t);
-  }
-  if (!first) return std::nullopt;
-  const double wall = secs(last - *first).count();
-  if (wall <= 0 || slot_s <= 0) return std::nullopt;
-  return std::max(slot_s / std::max(1, slots_total), longest) / wall;
-}
-
-}  // namespace
-
 std::vector<run_listing> run_registry::list(int slots_total) const {
   std::vector<const record*> all;
   for (const auto& [id, r] : runs_) all.push_back(&r);
@@ -204,9 +219,8 @@ std::vector<run_listing> run_registry::list(int slots_total) const {
   std::vector<run_listing> out;
   const auto now = lease::clock::now();
   for (const auto* r : all) {
-    const auto live = std::count_if(r->leases.begin(), r->leases.end(), [](const lease_ptr& l) { return !l->ended(); });
-    out.push_back(run_listing{r->id, utc_text(r->started_wall), r->leases.size(), static_cast<std::size_t>(live),
-                              r->fixtures.size(), r->ended, efficiency_of(r->leases, slots_total, now)});
+    out.push_back(run_listing{r->id, utc_text(r->started_wall), r->leases.size(), r->sums.live, r->fixtures.size(),
+                              r->ended, r->efficiency(slots_total, now)});
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,10 @@ class run_registry {
   /// Adds a new lease to its run (starting the run on its first record); beyond max_run_records
   /// the run's oldest ended lease record goes.
   void add_lease(const lease_ptr& l);
+  /// The lease was given its slots (its admitted_at is set); kept in the run's running totals.
+  void lease_admitted(const lease& l);
+  /// The lease is final (its ended_at is set).
+  void lease_ended(const lease& l);
   void add_fixture(const fixture_ptr& f);
   void touch(const std::string& run, clock::time_point when);
 
@@ -58,6 +63,18 @@ class run_registry {
   void mark_ended(const std::string& run);
 
  private:
+  /// What GET /v1/runs and the status say of a run, kept up to date lease by lease so that a
+  /// status costs O(runs), not O(leases): live count and efficiency without a pass over them.
+  struct totals {
+    std::optional<clock::time_point> first;  // the first lease's queueing: the wall's start
+    std::size_t live = 0;           // leases not ended
+    double ended_slot_s = 0;        // slot-seconds held by ended leases
+    double ended_longest_s = 0;     // longest hold among them
+    clock::time_point last_end{};   // latest end so far
+    int running_slots = 0;          // slots held by live admitted leases
+    double running_slot_start = 0;  // Σ slots × admitted_at (seconds from `first`) over them
+    std::multiset<clock::time_point> running_since;  // their admitted_at: the earliest is the longest
+  };
   struct record {
     std::string id;
     clock::time_point first_queued;
@@ -68,7 +85,11 @@ class run_registry {
     bool ended = false;
     bool trimmed = false;  // its oldest lease records were dropped (max_run_records)
     std::map<std::string, std::string> images;  // reference → image id, fixed by its first lease
+    totals sums;
     bool live() const;
+    /// ideal ÷ wall so far, over the leases admitted (the run report's summary); none before a
+    /// lease held a slot.
+    std::optional<double> efficiency(int slots_total, clock::time_point now) const;
   };
   record& open(const std::string& run, clock::time_point when);
   const record& find(const std::string& run) const;

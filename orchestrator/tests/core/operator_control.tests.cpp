@@ -251,3 +251,74 @@ TEST_CASE("engine failures are counted by their reason for /metrics", "[operator
   CHECK(errors.at("conflict") == 1);
   CHECK(errors.count("timed_out") == 0);
 }
+
+namespace {
+
+/// The run's efficiency recounted from its timeline, lease by lease (what the running totals in
+/// run_registry replace): ideal = max(slot time ÷ slots, longest hold), over first queued → last end.
+double efficiency_from(const sandlot::orchestrator::run_timeline& t) {
+  double first = 1e300, last = 0, slot_s = 0, longest = 0;
+  for (const auto& r : t.leases) {
+    const double end = r.ended_s.value_or(t.now_s);
+    first = std::min(first, r.queued_s.value_or(0));
+    last = std::max(last, end);
+    if (!r.admitted_s) continue;
+    const double held = std::max(0.0, end - *r.admitted_s);
+    slot_s += held * r.slots;
+    longest = std::max(longest, held);
+  }
+  return std::max(slot_s / t.slots_total, longest) / (last - first);
+}
+
+}  // namespace
+
+TEST_CASE("status counts live leases and the run's efficiency from running totals", "[operator]") {
+  harness h(with_slots(3));
+  h.fake.add_image(image);
+  h.start();
+  auto wide = lease_for("wide");
+  wide.slots = 2;
+  const auto a = h.create(wide);
+  const auto b = h.create(lease_for("b"));
+  const auto c = h.create(lease_for("c"));  // waits: three slots are taken
+  REQUIRE(h.reach(a, "ready"));
+  REQUIRE(h.reach(b, "ready"));
+  h.run_for(40ms);
+  CHECK(h.state(c) == "queued");
+
+  auto m = h.service().metrics();
+  CHECK(m.live[protocol::lease_state::ready] == 2);
+  CHECK(m.live[protocol::lease_state::queued] == 1);
+  auto st = h.service().status();
+  CHECK(st.leases.size() == 3);
+  REQUIRE(st.runs.size() == 1);
+  CHECK(st.runs[0].live_leases == 3);
+  REQUIRE(st.runs[0].efficiency);
+  // While leases run: the totals count them up to now.
+  CHECK(*st.runs[0].efficiency == Approx(efficiency_from(h.service().run(run_name))).epsilon(0.05));
+
+  h.release(b);
+  REQUIRE(h.reach(c, "ready"));
+  h.run_for(30ms);
+  h.release(a);
+  h.run_for(20ms);
+  m = h.service().metrics();
+  CHECK(m.live[protocol::lease_state::ready] == 1);
+  CHECK(m.live.count(protocol::lease_state::queued) == 0);
+  CHECK(m.live.count(protocol::lease_state::released) == 0);  // final states are not live
+  st = h.service().status();
+  REQUIRE(st.leases.size() == 1);
+  CHECK(st.leases[0].id == c);
+  CHECK(st.runs[0].live_leases == 1);
+  CHECK(st.runs[0].leases == 3);
+
+  h.release(c);
+  st = h.service().status();
+  CHECK(st.leases.empty());
+  CHECK(st.runs[0].live_leases == 0);
+  CHECK(h.service().idle());
+  REQUIRE(st.runs[0].efficiency);
+  // All ended: the totals and the recount must agree exactly (up to rounding).
+  CHECK(*st.runs[0].efficiency == Approx(efficiency_from(h.service().run(run_name))).epsilon(1e-6));
+  CHECK(h.service().metrics().live.empty());
+}
