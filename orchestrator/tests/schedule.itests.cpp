@@ -158,6 +158,9 @@ TEST_CASE("a short known test runs past a waiting wide lease and a long one does
     CHECK(l.at("expected_s").get<double>() == Approx(1));
   }
   CHECK(saw_quick);
+  // And /metrics counts it: exactly one admission so far went past the reservation.
+  const auto metrics = c.request("GET", "/metrics").body;
+  CHECK_THAT(metrics, Catch::Matchers::Contains("\nsandlot_backfills_total 1\n"));
 
   // Both end: the wide lease goes before the long one.
   c.release(quick);

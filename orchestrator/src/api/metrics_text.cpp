@@ -29,6 +29,9 @@ std::string render_metrics(const core_metrics& m) {
   }
   render_metric(out, "sandlot_leases_created_total", "counter", "Leases created.",
                 static_cast<double>(m.counts->created));
+  render_metric(out, "sandlot_backfills_total", "counter",
+                "Leases admitted past a wide lease's reservation, expected to end before it (backfill).",
+                static_cast<double>(m.counts->backfilled));
   render_metric(out, "sandlot_pulls_started_total", "counter", "Pull attempts sent to the engine.",
                 static_cast<double>(m.pulls_started));
   render_metric(out, "sandlot_pulls_failed_total", "counter", "Pull attempts that failed.",

@@ -105,6 +105,7 @@ void lease_service::admit_waiting() {
     l->lanes = std::move(a.lanes);
     l->expected_s = a.expected_s;
     l->backfilled = a.backfilled;
+    if (a.backfilled) ++telemetry_.backfilled;
     l->admitted_at = clock::now();
     runs_.lease_admitted(*l);
     telemetry_.wait_seconds.observe(seconds_between(l->created_at, *l->admitted_at));

@@ -22,6 +22,7 @@ class lease_telemetry {
   lease_telemetry& operator=(const lease_telemetry&) = delete;
 
   std::uint64_t created = 0;
+  std::uint64_t backfilled = 0;  // admissions past a wide lease's reservation (EASY backfill)
   std::map<protocol::lease_state, std::uint64_t> ended;  // by final state
   histogram wait_seconds{default_latency_buckets()};       // queued → admitted (slot wait)
   histogram gate_seconds{default_latency_buckets()};       // time at the image gate
