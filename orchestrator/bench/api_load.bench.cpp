@@ -167,6 +167,40 @@ std::string lease_body(const options& o, int i) {
       .dump();
 }
 
+/// GET /metrics and GET /v1/runs, `count` each on one connection: what a scrape and a dashboard
+/// cost. `queued` is what the metrics must say is queued.
+struct read_figures {
+  double metrics_p50_ms = 0;
+  double runs_p50_ms = 0;
+};
+read_figures time_reads(unsigned short port, int count, int queued, phase& p) {
+  read_figures f;
+  const std::string want = fmt::format("sandlot_leases{{state=\"queued\"}} {}\n", queued);
+  phase m;
+  run_requests(
+      port, count, 1, [](int) { return std::tuple{http::verb::get, std::string("/metrics"), std::string()}; },
+      [&](int, const http::response<http::string_body>& res) -> std::string {
+        if (res.result_int() != 200) return fmt::format("GET /metrics: HTTP {}", res.result_int());
+        if (res.body().find(want) == std::string::npos) return fmt::format("GET /metrics lacks '{}'", want.substr(0, want.size() - 1));
+        return {};
+      },
+      m);
+  phase r;
+  run_requests(
+      port, count, 1, [](int) { return std::tuple{http::verb::get, std::string("/v1/runs"), std::string()}; },
+      [&](int, const http::response<http::string_body>& res) -> std::string {
+        if (res.result_int() != 200) return fmt::format("GET /v1/runs: HTTP {}", res.result_int());
+        return {};
+      },
+      r);
+  f.metrics_p50_ms = quantile_ms(m.seconds, 0.5);
+  f.runs_p50_ms = quantile_ms(r.seconds, 0.5);
+  for (auto* each : {&m, &r}) {
+    for (auto& e : each->failures) p.fail(std::move(e));
+  }
+  return f;
+}
+
 struct waiter_figures {
   int answered_as_poll = 0;    // 200, still queued, after at least 90% of wait_s
   double slowest_s = 0;        // the last waiter's answer
@@ -272,6 +306,11 @@ int run(const options& o) {
   blocker_req.slots = slots;
   std::optional<sclient::lease> blocker = sclient::lease::acquire(c, blocker_req, 120s);
 
+  // Reads that must not grow with the leases the daemon holds: idle, queued, ended.
+  phase reads;
+  constexpr int read_count = 200;
+  const auto reads_idle = time_reads(port, read_count, 0, reads);
+
   // Creates.
   std::vector<std::string> ids(static_cast<std::size_t>(o.creates));
   phase creates;
@@ -300,6 +339,8 @@ int run(const options& o) {
   if (st.queue_length != o.creates) {
     std::cout << fmt::format("  FAILED: /v1/status shows {} queued, not {}\n", st.queue_length, o.creates);
   }
+
+  const auto reads_queued = time_reads(port, read_count, st.queue_length, reads);
 
   // Long-poll waiters, on the first queued leases.
   std::vector<std::string> waited;
@@ -334,6 +375,15 @@ int run(const options& o) {
                            quantile_ms(releases.seconds, 0.5), quantile_ms(releases.seconds, 0.99));
   print_failures("release", releases);
   ok = ok && releases.failures.empty();
+  // The released leases stay remembered (for ten minutes, to answer GET) but are no longer live.
+  const auto reads_ended = time_reads(port, read_count, 0, reads);
+  std::cout << fmt::format("reads (p50 of {} each): GET /metrics {:.2f} ms idle, {:.2f} ms with {} queued, {:.2f} ms "
+                           "with them ended; GET /v1/runs {:.2f} / {:.2f} / {:.2f} ms\n",
+                           read_count, reads_idle.metrics_p50_ms, reads_queued.metrics_p50_ms, o.creates,
+                           reads_ended.metrics_p50_ms, reads_idle.runs_p50_ms, reads_queued.runs_p50_ms,
+                           reads_ended.runs_p50_ms);
+  print_failures("read", reads);
+  ok = ok && reads.failures.empty();
 
   blocker->release();
   blocker.reset();
