@@ -42,6 +42,7 @@ constexpr std::array errc_table{
     errc_entry{errc::engine_unavailable, "engine_unavailable", 503},
     errc_entry{errc::overloaded, "overloaded", 503},
     errc_entry{errc::evicted, "evicted", 410},
+    errc_entry{errc::engine_lost, "engine_lost", 410},
 };
 
 constexpr std::array<std::pair<lease_state, std::string_view>, 8> state_names{{
@@ -373,6 +374,7 @@ void from_json(const json& j, lease_request& v) {
 void to_json(json& j, const sandbox_info& v) {
   j = json{{"id", v.id},       {"name", v.name},         {"hostname", v.hostname},
            {"image", v.image}, {"network", v.network}};
+  if (!v.engine.empty()) j["engine"] = v.engine;
 }
 void from_json(const json& j, sandbox_info& v) {
   read(j, "id", v.id);
@@ -380,6 +382,7 @@ void from_json(const json& j, sandbox_info& v) {
   read(j, "hostname", v.hostname);
   read(j, "image", v.image);
   read(j, "network", v.network);
+  read(j, "engine", v.engine);
 }
 
 // --- lease_view -------------------------------------------------------------------------------
@@ -625,6 +628,23 @@ void from_json(const json& j, warm_status& v) {
   if (const json* i = find(j, "images")) v.images = i->get<std::vector<warm_image_status>>();
 }
 
+void to_json(json& j, const engine_status& v) {
+  j = json{{"name", v.name}, {"endpoint", v.endpoint}, {"kind", v.kind},   {"up", v.up},
+           {"slots", v.slots}, {"in_use", v.in_use},   {"sandboxes", v.sandboxes}, {"pulls", v.pulls}};
+  if (!v.detail.empty()) j["detail"] = v.detail;
+}
+void from_json(const json& j, engine_status& v) {
+  read(j, "name", v.name);
+  read(j, "endpoint", v.endpoint);
+  read(j, "kind", v.kind);
+  read_bool(j, "up", v.up);
+  read_int(j, "slots", v.slots, 0, 1 << 30);
+  read_int(j, "in_use", v.in_use, 0, 1 << 30);
+  read_int(j, "sandboxes", v.sandboxes, 0, 1 << 30);
+  if (const json* n = find(j, "pulls")) v.pulls = n->get<std::uint64_t>();
+  read(j, "detail", v.detail);
+}
+
 void to_json(json& j, const status_view& v) {
   j = json{{"instance", v.instance},         {"slots_total", v.slots_total},
            {"slots_in_use", v.slots_in_use}, {"queue_length", v.queue_length},
@@ -633,6 +653,7 @@ void to_json(json& j, const status_view& v) {
            {"seq", v.seq},                   {"lanes", v.lanes},
            {"runs", v.runs}};
   put_optional(j, "warm", v.warm);
+  if (!v.engines.empty()) j["engines"] = v.engines;
 }
 void from_json(const json& j, status_view& v) {
   read(j, "instance", v.instance);
@@ -647,6 +668,7 @@ void from_json(const json& j, status_view& v) {
   if (const json* l = find(j, "lanes")) v.lanes = l->get<std::vector<lane_view>>();
   if (const json* r = find(j, "runs")) v.runs = r->get<std::vector<run_summary>>();
   if (const json* w = find(j, "warm"); w != nullptr && !w->is_null()) v.warm = w->get<warm_status>();
+  if (const json* e = find(j, "engines")) v.engines = e->get<std::vector<engine_status>>();
 }
 
 // --- locks, outcomes, fixtures -----------------------------------------------------------------

@@ -124,13 +124,31 @@ TEST_CASE("a lease request with only an image gets the documented defaults", "[p
 }
 
 TEST_CASE("sandbox details round-trip through JSON", "[protocol]") {
-  sandbox_info in{"0123abcd", "sandlot-run-1-echo", "sb-echo", "127.0.0.1:5000/sandlot/busybox:1", "none"};
+  sandbox_info in{"0123abcd", "sandlot-run-1-echo", "sb-echo", "127.0.0.1:5000/sandlot/busybox:1", "none", "b"};
   sandbox_info out = round_trip(in);
   CHECK(out.id == in.id);
   CHECK(out.name == in.name);
   CHECK(out.hostname == in.hostname);
   CHECK(out.image == in.image);
   CHECK(out.network == in.network);
+  CHECK(out.engine == "b");
+  // One engine: no "engine" field at all, as before pools.
+  in.engine.clear();
+  CHECK_FALSE(nlohmann::json(in).contains("engine"));
+}
+
+TEST_CASE("a pool's engines round-trip through GET /v1/status's JSON", "[protocol]") {
+  status_view in;
+  in.engines.push_back(engine_status{"a", "/run/a.sock", "docker", true, 2, 1, 1, 3, ""});
+  in.engines.push_back(engine_status{"b", "/run/b.sock", "docker", false, 2, 0, 0, 1, "connection refused"});
+  auto out = round_trip(in);
+  REQUIRE(out.engines.size() == 2);
+  CHECK(out.engines[0].name == "a");
+  CHECK(out.engines[0].in_use == 1);
+  CHECK(out.engines[0].pulls == 3);
+  CHECK_FALSE(out.engines[1].up);
+  CHECK(out.engines[1].detail == "connection refused");
+  CHECK_FALSE(nlohmann::json(status_view{}).contains("engines"));
 }
 
 TEST_CASE("a lease view round-trips through JSON with its optional parts", "[protocol]") {
@@ -166,7 +184,7 @@ TEST_CASE("a lease view round-trips through JSON with its optional parts", "[pro
   ready.position.reset();
   ready.waiting_for.reset();
   ready.expires_in_s = 17.5;
-  ready.sandbox = sandbox_info{"c1", "n1", "h1", "img:1", "none"};
+  ready.sandbox = sandbox_info{"c1", "n1", "h1", "img:1", "none", ""};
   lease_view r = round_trip(ready);
   CHECK(r.state == lease_state::ready);
   CHECK_FALSE(r.position);

@@ -50,6 +50,7 @@ enum class errc {
   engine_unavailable,   // the container engine did not answer within its deadline
   overloaded,           // too many connections; retry shortly
   evicted,              // the operator ended the lease (POST /v1/leases/{id}/evict): the lease's error
+  engine_lost,          // the engine that ran the lease's sandbox went away: the lease's error
 };
 
 /// The stable string for a code, e.g. "invalid_field".
@@ -129,6 +130,7 @@ struct sandbox_info {
   std::string hostname;  // hostname inside the sandbox
   std::string image;     // the reference it was created from
   std::string network;   // "none" or "host"
+  std::string engine;    // the engine it runs on, by its --engine name (JSON only when set)
 };
 
 struct lease_view {
@@ -277,6 +279,19 @@ struct warm_status {
   std::vector<warm_image_status> images;
 };
 
+/// One engine of the daemon's pool, as GET /v1/status shows it.
+struct engine_status {
+  std::string name;
+  std::string endpoint;  // where it is reached (unix socket path or tcp://host:port)
+  std::string kind;      // "docker"
+  bool up = true;
+  int slots = 0;         // its share of the budget
+  int in_use = 0;        // slots of the sandboxes placed on it
+  int sandboxes = 0;     // sandboxes it runs for this daemon (warm ones included)
+  std::uint64_t pulls = 0;  // pulls this daemon made on it
+  std::string detail;    // why it is down, or what answered
+};
+
 /// GET /v1/status
 struct status_view {
   std::string instance;
@@ -291,6 +306,7 @@ struct status_view {
   std::vector<lane_view> lanes;
   std::vector<run_summary> runs;
   std::optional<warm_status> warm;  // only with --warm
+  std::vector<engine_status> engines;  // only with a pool of engines (--engine)
 };
 
 /// POST /v1/drain, POST /v1/resume.
@@ -376,6 +392,8 @@ void to_json(nlohmann::json& j, const warm_image_status& v);
 void from_json(const nlohmann::json& j, warm_image_status& v);
 void to_json(nlohmann::json& j, const warm_status& v);
 void from_json(const nlohmann::json& j, warm_status& v);
+void to_json(nlohmann::json& j, const engine_status& v);
+void from_json(const nlohmann::json& j, engine_status& v);
 void to_json(nlohmann::json& j, const status_view& v);
 void from_json(const nlohmann::json& j, status_view& v);
 void to_json(nlohmann::json& j, const lock_spec& v);
