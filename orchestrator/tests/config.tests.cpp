@@ -416,3 +416,68 @@ TEST_CASE("the warm setting takes IMAGE, IMAGE=N and auto from flags, SANDLOT_WA
 
   CHECK_THROWS_WITH(parse({"--warm", "127.0.0.1:5000/a:1=lots"}), Catch::Contains("from 0 to 64"));
 }
+
+// --- a pool of engines (--engine) -------------------------------------------------------------
+
+TEST_CASE("without --engine the daemon drives the one engine of --docker-host", "[config][engines]") {
+  const daemon_config c = parse({"--slots", "3"});
+  CHECK(c.engines.empty());
+  CHECK(c.slots == 3);
+}
+
+TEST_CASE("the budget of a pool is the sum of its engines' slots, --slots being each one's default",
+          "[config][engines]") {
+  const daemon_config c = parse({"--slots", "2", "--engine", "a=unix:///run/a.sock;slots=3", "--engine",
+                                 "b=tcp://127.0.0.1:2375", "--engine", "c=tcp://[::1]:2376;slots=1"});
+  REQUIRE(c.engines.size() == 3);
+  CHECK(c.engines[0].name == "a");
+  CHECK(c.engines[0].url == "unix:///run/a.sock");
+  CHECK(c.engines[0].slots == 3);
+  CHECK(c.engines[1].name == "b");
+  CHECK(c.engines[1].slots == 2);
+  CHECK(c.engines[2].url == "tcp://[::1]:2376");
+  CHECK(c.engines[2].slots == 1);
+  CHECK(c.slots == 6);
+}
+
+TEST_CASE("engines come from SANDLOT_ENGINE, comma-separated, and from the file's engines list", "[config][engines]") {
+  {
+    env_guard env;
+    env.set("SANDLOT_ENGINE", "one=unix:///tmp/one.sock;slots=2,two=unix:///tmp/two.sock;slots=5");
+    const daemon_config c = parse({});
+    REQUIRE(c.engines.size() == 2);
+    CHECK(c.engines[1].name == "two");
+    CHECK(c.slots == 7);
+  }
+  temp_toml file("engines", "engines = [\"x=unix:///tmp/x.sock;slots=4\", \"y=tcp://localhost:2375\"]\nslots = 1\n");
+  const daemon_config c = parse({"--config", file.path()});
+  REQUIRE(c.engines.size() == 2);
+  CHECK(c.engines[0].slots == 4);
+  CHECK(c.engines[1].slots == 1);
+  CHECK(c.slots == 5);
+}
+
+TEST_CASE("a bad --engine is refused saying what is accepted", "[config][engines]") {
+  CHECK_THROWS_WITH(parse({"--engine", "unix:///run/a.sock"}), Catch::Contains("NAME="));
+  CHECK_THROWS_WITH(parse({"--engine", "=unix:///run/a.sock"}), Catch::Contains("1 to 32 characters"));
+  CHECK_THROWS_WITH(parse({"--engine", "a b=unix:///run/a.sock"}), Catch::Contains("letters, digits"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix://run/a.sock"}), Catch::Contains("absolute path"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=http://127.0.0.1:2375"}), Catch::Contains("unix:// or tcp://"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=tcp://127.0.0.1"}), Catch::Contains("HOST:PORT"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=tcp://192.168.1.4:2375"}), Catch::Contains("not a loopback address"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=tcp://10.0.0.1:2375"}), Catch::Contains("not a loopback address"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;slots=0"}), Catch::Contains("from 1 to 4096"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;slots=2x"}), Catch::Contains("from 1 to 4096"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;cpus=2"}), Catch::Contains("unknown option 'cpus=2'"));
+}
+
+TEST_CASE("an engine given twice, or --engine with --docker-host, is refused", "[config][engines]") {
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock", "--engine", "a=unix:///b.sock"}),
+                    Catch::Contains("'a' is given twice"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock", "--engine", "b=unix:///a.sock"}),
+                    Catch::Contains("unix:///a.sock is given twice"));
+  CHECK_THROWS_WITH(parse({"--docker-host", "unix:///a.sock", "--engine", "a=unix:///b.sock"}),
+                    Catch::Contains("not both"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;slots=4000", "--engine", "b=unix:///b.sock;slots=100"}),
+                    Catch::Contains("at most 4096"));
+}

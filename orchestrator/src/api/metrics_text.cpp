@@ -67,6 +67,22 @@ std::string render_metrics(const core_metrics& m) {
                 static_cast<double>(m.warm_evictions));
   m.counts->warm_adoption_seconds.render(out, "sandlot_warm_adoption_seconds",
                                          "Time from admission to ready for leases served by a warm sandbox.");
+  // A pool of engines (--engine): one series per engine. Engine names are [A-Za-z0-9_.-] (config),
+  // so they need no escaping as label values.
+  if (!m.engines.empty()) {
+    const auto per_engine = [&](const char* name, const char* type, const char* help, auto value) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+      for (const auto& e : m.engines) out += fmt::format("{}{{engine=\"{}\"}} {}\n", name, e.name, value(e));
+    };
+    per_engine("sandlot_engine_up", "gauge", "1 while the engine answers its probes.",
+               [](const protocol::engine_status& e) { return e.up ? 1 : 0; });
+    per_engine("sandlot_engine_slots", "gauge", "The engine's share of the budget (its slots=).",
+               [](const protocol::engine_status& e) { return e.slots; });
+    per_engine("sandlot_engine_slots_in_use", "gauge", "Slots of the sandboxes placed on the engine.",
+               [](const protocol::engine_status& e) { return e.in_use; });
+    per_engine("sandlot_engine_pulls_total", "counter", "Pulls this daemon made on the engine.",
+               [](const protocol::engine_status& e) { return e.pulls; });
+  }
   return out;
 }
 

@@ -246,6 +246,11 @@ void add_listen_options(CLI::App& app, daemon_config& c, std::string& slots_text
   app.add_option("--docker-host", c.docker_host,
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
                  "unix:///var/run/docker.sock)");
+  app.add_option("--engine", c.engine_entries,
+                 "An engine of a pool: NAME=unix:///path.sock or NAME=tcp://127.0.0.1:PORT, optionally ;slots=N "
+                 "(default: --slots). Repeatable; the budget is the sum of the engines' slots, and each sandbox "
+                 "runs on one engine (docs/scale-out.md)")
+      ->type_name("NAME=URL[;slots=N]");
 }
 
 void add_engine_options(CLI::App& app, daemon_config& c) {
@@ -363,6 +368,7 @@ void read_toml(toml::table& t, CLI::App& app, daemon_config& c) {
   slots_from_toml(t, app, c);
   from_toml(t, "listen", app, "--listen", c.listen);
   from_toml(t, "docker_host", app, "--docker-host", c.docker_host);
+  from_toml(t, "engines", app, "--engine", c.engine_entries);
   from_toml(t, "prepull", app, "--prepull", c.prepull);
   from_toml(t, "warm", app, "--warm", c.warm);
   from_toml(t, "allow_registries", app, "--allow-registry", c.allow_registries);
@@ -501,6 +507,16 @@ void settle(daemon_config& c) {
     const auto estimate = estimate_slots(host);
     c.slots = estimate.slots;
     c.slots_explanation = estimate.explanation;
+  }
+  if (!c.engine_entries.empty()) {
+    if (!c.docker_host.empty()) {
+      throw std::runtime_error("give either --docker-host (one engine) or --engine (a pool), not both");
+    }
+    c.engines = resolve_engines(c.engine_entries, c.slots);
+    int sum = 0;
+    for (const auto& e : c.engines) sum += e.slots;
+    if (sum > 4096) throw std::runtime_error(fmt::format("the engines' slots add up to {}; at most 4096", sum));
+    c.slots = sum;
   }
   c.per_slot = share_per_slot(host, c.slots);
   if (c.max_memory_mb > 0) c.per_slot.memory_mb = c.max_memory_mb;

@@ -8,6 +8,7 @@
 
 #include "lease_service.hpp"
 #include "instance_owner.hpp"  // host_name()
+#include "engine_spec.hpp"
 #include "sizing.hpp"
 
 namespace sandlot::orchestrator {
@@ -18,6 +19,8 @@ struct daemon_config {
   std::string slots_explanation;  // with slots_auto: how the number was derived, for the log
   std::string listen;  // empty until parsed: 127.0.0.1:7345, or 0.0.0.0:7345 in the container image
   std::string docker_host;  // empty: DOCKER_HOST or the local socket
+  std::vector<std::string> engine_entries;  // --engine NAME=URL[;slots=N] (repeatable; SANDLOT_ENGINE comma-separated)
+  std::vector<engine_spec> engines;         // resolved; empty: the one engine of --docker-host
   std::vector<std::string> prepull;
   std::vector<std::string> warm;  // --warm IMAGE[=N] | auto (repeatable; SANDLOT_WARM comma-separated)
   std::vector<std::string> allow_registries;

@@ -9,9 +9,11 @@
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <string_view>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -29,6 +31,7 @@
 #include "docker_provider.hpp"
 #include "instance_owner.hpp"
 #include "duration_store.hpp"
+#include "engine_pool.hpp"
 #include "lease_service.hpp"
 #include "listener.hpp"
 #include "log_format.hpp"
@@ -268,6 +271,36 @@ class running_daemon {
   bool stopping_ = false;
 };
 
+/// The providers the daemon drives: one Docker engine, or a pool of them (--engine).
+struct engines {
+  std::vector<std::unique_ptr<docker_client>> clients;
+  std::vector<std::unique_ptr<docker_provider>> members;
+  std::unique_ptr<engine_pool> pool;
+  sandbox_provider* provider = nullptr;
+};
+
+engines make_engines(const asio::any_io_executor& ex, const daemon_config& cfg, const engine_address& single) {
+  engines out;
+  const auto add = [&](const engine_address& addr) {
+    out.clients.push_back(std::make_unique<docker_client>(ex, addr));
+    out.clients.back()->set_call_timeout(std::chrono::seconds(cfg.engine_timeout_s));
+    out.members.push_back(std::make_unique<docker_provider>(*out.clients.back(), cfg.instance));
+    return out.members.back().get();
+  };
+  if (cfg.engines.empty()) {
+    out.provider = add(single);
+    return out;
+  }
+  std::vector<pool_member> members;
+  for (const auto& e : cfg.engines) {
+    const auto addr = engine_address::parse(e.url);
+    members.push_back(pool_member{e.name, addr.to_string(), "docker", e.slots, add(addr)});
+  }
+  out.pool = std::make_unique<engine_pool>(ex, std::move(members));
+  out.provider = out.pool.get();
+  return out;
+}
+
 }  // namespace
 
 int run_daemon(int argc, char** argv) {
@@ -286,12 +319,16 @@ int run_daemon(int argc, char** argv) {
     return 2;
   }
   // One thread owns every piece of state; engine calls are asynchronous, so none blocks it. The
-  // Docker provider is the one sandbox_provider today; the core sees only the interface.
+  // core sees only the sandbox_provider: one Docker engine, or a pool of them (--engine).
   owning_io_context ioc{1};
-  docker_client engine(ioc.get_executor(), engine_addr);
-  engine.set_call_timeout(std::chrono::seconds(cfg.engine_timeout_s));
-  docker_provider provider(engine, cfg.instance);
-  lease_service service(ioc.get_executor(), provider, cfg.service());
+  engines made;
+  try {
+    made = make_engines(ioc.get_executor(), cfg, engine_addr);
+  } catch (const std::exception& e) {
+    std::cerr << "orchestratord: " << e.what() << "\n";
+    return 2;
+  }
+  lease_service service(ioc.get_executor(), *made.provider, cfg.service());
   std::optional<duration_store> durations;
   if (!cfg.state_dir.empty()) {
     try {

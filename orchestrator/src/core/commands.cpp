@@ -28,7 +28,9 @@ asio::awaitable<protocol::exec_result> command_runner::exec(std::string sandbox_
   try {
     out = co_await provider_.exec(sandbox_id, std::move(spec));
   } catch (const provider_error& e) {
-    throw api_error(e.reason() == provider_failure::timed_out ? errc::engine_unavailable : errc::exec_failed,
+    throw api_error(e.reason() == provider_failure::timed_out     ? errc::engine_unavailable
+                    : e.reason() == provider_failure::engine_lost ? errc::engine_lost
+                                                                  : errc::exec_failed,
                     fmt::format("could not run '{}' in {}: {}", first, what, e.what()));
   }
   protocol::exec_result r;
@@ -48,6 +50,8 @@ asio::awaitable<void> command_runner::write_file(std::string sandbox_id, std::st
   } catch (const provider_error& e) {
     const std::string dir = path.substr(0, std::max<std::size_t>(path.rfind('/'), 1));
     switch (e.reason()) {
+      case provider_failure::engine_lost:
+        throw api_error(errc::engine_lost, fmt::format("could not write {} in {}: {}", path, what, e.what()));
       case provider_failure::not_found:
         throw api_error(errc::not_found, fmt::format("directory {} does not exist in {}'s sandbox; create it "
                                                      "first (exec mkdir -p {})", dir, what, dir));
@@ -73,6 +77,8 @@ asio::awaitable<std::string> command_runner::read_file(std::string sandbox_id, s
                         fmt::format("{} in {}: {}; read it in parts with exec", path, what, e.what()));
       case provider_failure::not_a_file:
         throw api_error(errc::invalid_field, fmt::format("{} in {}'s sandbox is not a regular file", path, what));
+      case provider_failure::engine_lost:
+        throw api_error(errc::engine_lost, fmt::format("could not read {} in {}: {}", path, what, e.what()));
       default:
         throw api_error(errc::engine_error, fmt::format("could not read {} in {}: {}", path, what, e.what()));
     }

@@ -166,7 +166,7 @@ fixture_ptr fixture_registry::open(const std::string& lease_id, const std::strin
 asio::awaitable<protocol::sandbox_info> fixture_registry::pull_and_create(std::string fixture_id, std::string name,
                                                                           protocol::lease_request spec) {
   co_await p_.gate.ensure(spec.image);
-  const sandbox_spec made{fixture_id, "fixture-" + name, spec, {}};
+  const sandbox_spec made{fixture_id, "fixture-" + name, spec, {}, true};
   co_return co_await p_.provider.create(made);
 }
 

@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <algorithm>
+#include <set>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -27,6 +28,13 @@ using protocol::lease_state;
 
 asio::awaitable<void> lease_service::start() {
   spdlog::info("{}", co_await provider_.connect());
+  provider_.on_capacity_change([this](capacity_change c) { engine_changed(std::move(c)); });
+  // A pool with an engine down at start serves only the slots that are up.
+  if (const int up = provider_.slots_total(); up > 0 && up != broker_.slots_total()) {
+    spdlog::warn("budget {} slot(s), not {}: only the engines that answer count until the others join", up,
+                 broker_.slots_total());
+    resize_budget(up, "while an engine of the pool is down; ask for fewer slots, or start that engine");
+  }
   if (int removed = co_await provider_.remove_all_own(); removed > 0) {
     spdlog::warn("removed {} sandbox(es) an earlier orchestratord instance '{}' left behind", removed,
                  opts_.instance);
@@ -35,6 +43,40 @@ asio::awaitable<void> lease_service::start() {
   asio::co_spawn(ex_, sweeper(), asio::detached);
   asio::co_spawn(ex_, prepull(), asio::detached);
   if (warm_.enabled()) asio::co_spawn(ex_, warm_filler(), asio::detached);
+}
+
+void lease_service::engine_changed(capacity_change c) {
+  if (!c.up) {
+    const std::set<std::string> lost(c.lost_sandboxes.begin(), c.lost_sandboxes.end());
+    // Collected first: an end may run up to its first suspension inside co_spawn.
+    std::vector<lease_ptr> gone;
+    for (const auto& [id, l] : live_) {
+      if (l->sandbox && lost.contains(l->sandbox->id) && !l->ending()) gone.push_back(l);
+      // Claimed at admission and not adopted yet: the start-up makes one instead.
+      if (l->warm_claim && lost.contains(l->warm_claim->sandbox.id)) {
+        warm_adopted_.erase(l->warm_claim->id);
+        l->warm_claim.reset();
+      }
+    }
+    for (const auto& id : lost) warm_.lose_sandbox(id);
+    for (const auto& l : gone) {
+      auto message = fmt::format("lease {} lost its sandbox: engine {} went away ({}); the test must run again",
+                                 l->id, c.engine, c.reason);
+      spdlog::warn("{}", message);
+      asio::co_spawn(ex_, request_end(l, end_request{lease_state::failed, error_body_of(errc::engine_lost, message)}),
+                     asio::detached);
+    }
+    events_.publish(event_kind::budget, {}, fmt::format("engine {} down: {}", c.engine, c.reason));
+  } else {
+    events_.publish(event_kind::budget, {}, fmt::format("engine {} up", c.engine));
+  }
+  // The budget follows the engines that are up; with none up it stays, and creates fail engine_lost.
+  if (c.slots_total > 0 && c.slots_total != broker_.slots_total()) {
+    resize_budget(c.slots_total, c.up ? std::string("as engine " + c.engine + " rejoined")
+                                      : fmt::format("while engine {} is down; ask for fewer slots, or start it again",
+                                                    c.engine));
+  }
+  warm_wake_.notify_all();
 }
 
 asio::awaitable<void> lease_service::prepull() {

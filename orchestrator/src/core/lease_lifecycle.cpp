@@ -257,6 +257,7 @@ end_request lease_service::start_failure(const lease& l, std::exception_ptr fail
     // An engine that took the connection and never answered is its own error: the lease fails
     // with engine_unavailable, not as if the image or the sandbox were at fault.
     if (e.reason() == provider_failure::timed_out) return failed(errc::engine_unavailable, message);
+    if (e.reason() == provider_failure::engine_lost) return failed(errc::engine_lost, message);
     if (e.reason() == provider_failure::image_not_found) {
       gate_.invalidate(l.req.image);  // removed behind our back; the next lease pulls again
       runs_.unpin(l.req.run, l.req.image);

@@ -138,6 +138,13 @@ void lease_service::check_request(const protocol::lease_request& req) const {
                                 "most {} or start orchestratord with more --slots",
                                 req.slots, broker_.slots_total(), broker_.slots_total()));
   }
+  if (const int widest = provider_.widest_sandbox(); widest > 0 && req.slots > widest) {
+    throw api_error(errc::invalid_field,
+                    fmt::format("field 'slots' is {} but a sandbox runs on one engine and the widest engine of "
+                                "this daemon's pool has {} slot(s); ask for at most {} or give an engine more "
+                                "(--engine NAME=URL;slots=N)",
+                                req.slots, widest, widest));
+  }
   parse_image_ref(req.image);  // 400 with what is wrong, before anything is queued
   if (req.ttl_s > opts_.max_ttl_s) {
     throw api_error(errc::invalid_field,
@@ -431,6 +438,7 @@ protocol::status_view lease_service::status() const {
   s.lanes = lane_views(clock::now());
   s.runs = run_summaries();
   s.warm = warm_status();
+  s.engines = provider_.engines();
   return s;
 }
 
@@ -471,6 +479,7 @@ core_metrics lease_service::metrics() const {
   m.warm_misses = warm_.misses();
   m.warm_evictions = warm_evictions_;
   for (const auto& f : warm_.figures(clock::now())) m.warm_ready[f.image] = f.ready;
+  m.engines = provider_.engines();
   m.counts = &telemetry_;
   return m;
 }

@@ -193,6 +193,11 @@ class lease_service {
   boost::asio::awaitable<void> sweep_orphans();
   boost::asio::awaitable<void> remove_orphan(std::string sandbox_id, std::string lease_id);
   boost::asio::awaitable<void> prepull();
+  /// An engine of the provider's pool went away (its leases fail engine_lost) or came back; the
+  /// budget follows the slots that are up.
+  void engine_changed(capacity_change c);
+  /// A new budget: queued leases wider than it fail, saying `why` it shrank and what to do.
+  void resize_budget(int slots, const std::string& why);
 
   // --- warm pools (warm_pool.cpp's bookkeeping; the engine work in housekeeping.cpp)
   /// At admission: claims a matching warm sandbox for `l` (or counts a miss), records demand.

@@ -183,15 +183,22 @@ protocol::slots_view lease_service::set_slots(int slots) {
   }
   protocol::slots_view v;
   v.previous = broker_.slots_total();
-  const auto dropped = broker_.resize(slots);
   spdlog::warn("budget resized from {} to {} slot(s) by the operator ({} in use)", v.previous, slots,
                broker_.slots_in_use());
+  resize_budget(slots, "(PUT /v1/slots); ask for fewer slots, or grow the budget again");
+  v.slots_total = broker_.slots_total();
+  v.slots_in_use = broker_.slots_in_use();
+  v.queue_length = broker_.queue_length();
+  return v;
+}
+
+void lease_service::resize_budget(int slots, const std::string& why) {
+  const auto dropped = broker_.resize(slots);
   for (const auto& id : dropped) {
     auto it = leases_.find(id);
     if (it == leases_.end()) continue;
-    auto message = fmt::format("lease {} asks for {} slot(s) but the budget shrank to {} (PUT /v1/slots); ask "
-                               "for fewer slots, or grow the budget again",
-                               id, it->second->req.slots, slots);
+    auto message = fmt::format("lease {} asks for {} slot(s) but the budget shrank to {} {}", id,
+                               it->second->req.slots, slots, why);
     spdlog::warn("{}", message);
     // Already out of the broker's queue: the end only records it and wakes its waiters.
     asio::co_spawn(ex_, request_end(it->second, end_request{lease_state::failed, error_body_of(errc::invalid_field, message)}),
@@ -199,10 +206,6 @@ protocol::slots_view lease_service::set_slots(int slots) {
   }
   publish_budget();
   admit_waiting();
-  v.slots_total = broker_.slots_total();
-  v.slots_in_use = broker_.slots_in_use();
-  v.queue_length = broker_.queue_length();
-  return v;
 }
 
 asio::awaitable<protocol::lease_view> lease_service::evict(const std::string& id, std::string reason) {

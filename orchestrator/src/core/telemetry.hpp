@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <sandlot/protocol.hpp>
 
@@ -58,6 +59,7 @@ struct core_metrics {
   std::uint64_t warm_misses = 0;       // leases of a warmed image that were created cold
   std::uint64_t warm_evictions = 0;    // warm sandboxes removed unused (a lease needed the slot, demand passed)
   std::map<std::string, int> warm_ready;  // ready warm sandboxes per image reference
+  std::vector<protocol::engine_status> engines;  // a pool's engines; empty for one engine
   const lease_telemetry* counts = nullptr;  // valid while the lease service lives
 };
 

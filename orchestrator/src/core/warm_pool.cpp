@@ -194,6 +194,12 @@ std::optional<warm_sandbox> warm_pool::lose(const std::string& id) {
   return w;
 }
 
+std::optional<warm_sandbox> warm_pool::lose_sandbox(const std::string& sandbox_id) {
+  auto it = std::find_if(ready_.begin(), ready_.end(), [&](const warm_sandbox& w) { return w.sandbox.id == sandbox_id; });
+  if (it == ready_.end()) return std::nullopt;
+  return lose(it->id);
+}
+
 std::vector<warm_sandbox> warm_pool::take_all() {
   std::vector<warm_sandbox> out = std::move(ready_);
   ready_.clear();

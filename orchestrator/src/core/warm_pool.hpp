@@ -134,6 +134,8 @@ class warm_pool {
   std::vector<warm_sandbox> trim(int capacity, const std::string& keep_image, clock::time_point now);
   /// A ready sandbox found stopped or gone: forgotten (the caller removes it).
   std::optional<warm_sandbox> lose(const std::string& id);
+  /// A ready sandbox whose engine went away, by the engine's sandbox id: forgotten.
+  std::optional<warm_sandbox> lose_sandbox(const std::string& sandbox_id);
   /// Everything ready, forgotten at once (shutdown).
   std::vector<warm_sandbox> take_all();
 

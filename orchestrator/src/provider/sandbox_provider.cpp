@@ -17,6 +17,7 @@ std::string_view to_string(provider_failure f) noexcept {
     case provider_failure::not_a_file: return "not_a_file";
     case provider_failure::rejected: return "rejected";
     case provider_failure::failed: return "failed";
+    case provider_failure::engine_lost: return "engine_lost";
   }
   return "failed";
 }

@@ -35,6 +35,7 @@ enum class provider_failure {
   not_a_file,         // the path is not a regular file
   rejected,           // the engine refused the request as invalid
   failed,             // anything else the engine reported
+  engine_lost,        // the engine of a pool that ran (or was to run) it is down
 };
 
 std::string_view to_string(provider_failure f) noexcept;
@@ -57,6 +58,7 @@ struct sandbox_spec {
   std::string lease_name;
   protocol::lease_request request;
   std::string image_id;  // the run's pinned image (empty: request.image)
+  bool fixture = false;  // a run's fixture: holds no slots of the budget
 };
 
 struct exec_spec {
@@ -83,6 +85,15 @@ struct owned_sandbox {
   std::string owner;     // the process that made it (instance_owner.hpp)
   bool running = true;
   std::string state;  // the engine's word for it, for messages ("exited", ...)
+};
+
+/// An engine of a pool went away or came back (sandbox_provider::on_capacity_change).
+struct capacity_change {
+  std::string engine;
+  bool up = false;
+  int slots_total = 0;                      // the budget the provider can serve now
+  std::vector<std::string> lost_sandboxes;  // sandbox ids that went with it
+  std::string reason;                       // why it went, or what answered when it came back
 };
 
 class sandbox_provider {
@@ -123,6 +134,16 @@ class sandbox_provider {
   virtual boost::asio::awaitable<int> remove_all_own() = 0;
   /// True when this process may remove `s` as an orphan: it made it, or its maker is gone.
   virtual bool may_reap(const owned_sandbox& s) = 0;
+
+  // --- providers that place sandboxes on several engines (a pool); one engine needs none of it
+  /// The engines and their use, for status and metrics; empty for a single engine.
+  virtual std::vector<protocol::engine_status> engines() const { return {}; }
+  /// The budget the engines give (the sum of their slots); 0 when the provider sets none.
+  virtual int slots_total() const { return 0; }
+  /// The most slots one sandbox may take (the widest engine's); 0 when the budget is the only bound.
+  virtual int widest_sandbox() const { return 0; }
+  /// Called on the provider's executor when an engine goes away or comes back.
+  virtual void on_capacity_change(std::function<void(capacity_change)> handler) { (void)handler; }
 };
 
 }  // namespace sandlot::orchestrator

@@ -104,6 +104,14 @@ class harness {
   explicit harness(service_options opts = quick_options()) {
     service_.emplace(io_.get_executor(), fake, std::move(opts));
   }
+  /// A service on another provider (a pool of fakes, say), made by `make` on this harness's
+  /// executor and owned here; `fake` then goes unused.
+  using provider_maker =
+      std::function<std::unique_ptr<sandlot::orchestrator::sandbox_provider>(asio::any_io_executor)>;
+  harness(const provider_maker& make, service_options opts) {
+    provider_ = make(io_.get_executor());  // in the body: io_ is made after every other member
+    service_.emplace(io_.get_executor(), *provider_, std::move(opts));
+  }
   harness(const harness&) = delete;
   harness& operator=(const harness&) = delete;
 
@@ -216,6 +224,7 @@ class harness {
 
   std::map<std::string, std::string> runs_;  // lease id → its run
   std::map<std::string, states> seen_;
+  std::unique_ptr<sandlot::orchestrator::sandbox_provider> provider_;
   std::optional<lease_service> service_;
   asio::io_context io_;
 };

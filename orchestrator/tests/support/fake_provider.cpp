@@ -68,7 +68,7 @@ void fake_provider::fail_removes(int times, std::string message) {
 std::string fake_provider::add_sandbox(const std::string& lease_id, std::string owner,
                                        bool running) {
   sandbox s;
-  s.id = fmt::format("sb-{}", ++next_sandbox_);
+  s.id = fmt::format("{}{}", id_prefix_, ++next_sandbox_);
   s.name = "sandlot-" + lease_id;
   s.lease_id = lease_id;
   s.owner = owner.empty() ? owner_ : std::move(owner);
@@ -116,6 +116,13 @@ std::optional<fake_provider::failure_plan> fake_provider::take(failure_plan& pla
   return plan;
 }
 
+void fake_provider::answer_or_fail(std::string_view call) const {
+  if (down_) {
+    throw provider_error(provider_failure::unreachable,
+                         fmt::format("{}: cannot connect to the fake engine (it is down)", call));
+  }
+}
+
 void fake_provider::log(std::string event) {
   events_.push_back(event);
   if (on_event_) on_event_(event);
@@ -134,17 +141,20 @@ fake_provider::sandbox& fake_provider::running_sandbox(const std::string& id) {
 asio::awaitable<std::string> fake_provider::connect() {
   log("connect");
   co_await engine_turn();
+  answer_or_fail("connect");
   co_return std::string("fake provider (in memory)");
 }
 
 asio::awaitable<bool> fake_provider::image_present(std::string image) {
   ++image_present_calls_;
   co_await engine_turn();
+  answer_or_fail("image_present");
   co_return images_.count(image) != 0;
 }
 
 asio::awaitable<std::string> fake_provider::image_id(std::string image) {
   co_await engine_turn();
+  answer_or_fail("image_id");
   auto it = image_ids_.find(image);
   if (images_.count(image) == 0 || it == image_ids_.end()) {
     throw provider_error(provider_failure::image_not_found, "No such image: " + image);
@@ -157,6 +167,7 @@ asio::awaitable<void> fake_provider::pull(std::string image, clock::time_point /
   log("pull " + image);
   auto failure = take(pull_failures_);
   co_await engine_turn();
+  answer_or_fail("pull");
   // Half the bytes, then the delay, then the rest: a pull in flight shows progress.
   if (progress) progress(fake_image_bytes / 2, fake_image_bytes);
   co_await sleep_for(pull_delay_);
@@ -195,7 +206,11 @@ asio::awaitable<void> fake_provider::make_sandbox(sandbox_spec spec,
   co_await sleep_for(delay);
   --creates_in_flight_;
   const std::string& image = spec.request.image;
-  if (failure) {
+  if (down_) {
+    log("create failed " + spec.lease_id);
+    out->error = std::make_exception_ptr(
+        provider_error(provider_failure::unreachable, "create: cannot connect to the fake engine (it is down)"));
+  } else if (failure) {
     log("create failed " + spec.lease_id);
     out->error = std::make_exception_ptr(provider_error(failure->reason, failure->message));
   } else if (images_.count(image) == 0) {
@@ -204,7 +219,7 @@ asio::awaitable<void> fake_provider::make_sandbox(sandbox_spec spec,
         provider_error(provider_failure::image_not_found, "No such image: " + image));
   } else {
     sandbox s;
-    s.id = fmt::format("sb-{}", ++next_sandbox_);
+    s.id = fmt::format("{}{}", id_prefix_, ++next_sandbox_);
     s.name = "sandlot-" + spec.lease_id;
     s.lease_id = spec.lease_id;
     s.owner = owner_;
@@ -228,6 +243,7 @@ asio::awaitable<void> fake_provider::make_sandbox(sandbox_spec spec,
 
 asio::awaitable<exec_output> fake_provider::exec(std::string sandbox_id, exec_spec spec) {
   co_await engine_turn();
+  answer_or_fail("exec");
   running_sandbox(sandbox_id);
   std::string words;
   for (const auto& a : spec.argv) words += (words.empty() ? "" : " ") + a;
@@ -242,6 +258,7 @@ asio::awaitable<exec_output> fake_provider::exec(std::string sandbox_id, exec_sp
 asio::awaitable<void> fake_provider::write_file(std::string sandbox_id, std::string path,
                                                 std::string data, unsigned /*mode*/) {
   co_await engine_turn();
+  answer_or_fail("write_file");
   auto& s = running_sandbox(sandbox_id);
   log(fmt::format("write_file {} {}", sandbox_id, path));
   s.files[path] = std::move(data);
@@ -251,6 +268,7 @@ asio::awaitable<std::optional<std::string>> fake_provider::read_file(std::string
                                                                      std::string path,
                                                                      std::size_t limit) {
   co_await engine_turn();
+  answer_or_fail("read_file");
   const auto& s = running_sandbox(sandbox_id);
   log(fmt::format("read_file {} {}", sandbox_id, path));
   auto it = s.files.find(path);
@@ -271,6 +289,7 @@ asio::awaitable<void> fake_provider::remove(std::string sandbox_id) {
 asio::awaitable<void> fake_provider::remove_one(std::string sandbox_id) {
   auto failure = take(remove_failures_);
   co_await engine_turn();
+  answer_or_fail("remove");
   co_await sleep_for(remove_delay_);
   if (failure) {
     log("remove failed " + sandbox_id);
@@ -287,6 +306,7 @@ asio::awaitable<int> fake_provider::remove_lease(std::string lease_id) {
   log("remove_lease " + lease_id);
   auto failure = take(remove_failures_);
   co_await engine_turn();
+  answer_or_fail("remove_lease");
   co_await sleep_for(remove_delay_);
   if (failure) {
     log("remove_lease failed " + lease_id);
@@ -305,6 +325,7 @@ asio::awaitable<int> fake_provider::remove_lease(std::string lease_id) {
 asio::awaitable<std::vector<owned_sandbox>> fake_provider::list_own() {
   ++list_calls_;
   co_await engine_turn();
+  answer_or_fail("list_own");
   std::vector<owned_sandbox> out;
   for (const auto& [id, s] : sandboxes_) {
     out.push_back(
@@ -316,6 +337,7 @@ asio::awaitable<std::vector<owned_sandbox>> fake_provider::list_own() {
 asio::awaitable<int> fake_provider::remove_all_own() {
   log("remove_all_own");
   co_await engine_turn();
+  answer_or_fail("remove_all_own");
   std::vector<std::string> mine;
   for (const auto& [id, s] : sandboxes_) {
     if (may_reap(owned_sandbox{s.id, s.lease_id, s.owner, s.running, {}})) mine.push_back(id);

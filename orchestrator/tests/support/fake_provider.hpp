@@ -84,6 +84,14 @@ class fake_provider final : public sandbox_provider {
   std::string add_sandbox(const std::string& lease_id, std::string owner = {}, bool running = true);
   /// The sandbox stops behind the core's back (its init exited, the engine restarted).
   void mark_stopped(const std::string& sandbox_id);
+  /// The engine stops answering (true) or answers again (false): while down, connect() and every
+  /// other call fail with provider_failure::unreachable, as a stopped dockerd's socket does. What
+  /// it held stays, as a stopped dockerd keeps its stopped containers.
+  void set_down(bool down) { down_ = down; }
+  bool down() const noexcept { return down_; }
+  /// Sandbox ids start with this (default "sb-"): fakes in one pool need distinct ones, as
+  /// engines' container ids are.
+  void set_id_prefix(std::string prefix) { id_prefix_ = std::move(prefix); }
   /// Called with every event as it is logged (to look at the core at that moment).
   void on_event(std::function<void(const std::string& event)> hook) { on_event_ = std::move(hook); }
 
@@ -146,6 +154,8 @@ class fake_provider final : public sandbox_provider {
   /// Consumes one planned failure, if any is left.
   static std::optional<failure_plan> take(failure_plan& plan);
   void log(std::string event);
+  /// Throws provider_failure::unreachable while the engine is down.
+  void answer_or_fail(std::string_view call) const;
   sandbox& running_sandbox(const std::string& id);
   boost::asio::awaitable<void> make_sandbox(sandbox_spec spec, std::chrono::milliseconds delay,
                                             std::optional<failure_plan> failure,
@@ -170,6 +180,8 @@ class fake_provider final : public sandbox_provider {
   exec_handler exec_;
   std::function<void(const std::string&)> on_event_;
   int next_sandbox_ = 0;
+  bool down_ = false;
+  std::string id_prefix_ = "sb-";
   int create_calls_ = 0;
   int creates_landed_ = 0;
   int creates_in_flight_ = 0;
