@@ -127,6 +127,27 @@ TEST_CASE("with the image on both engines the pool balances by load", "[pool]") 
   CHECK(t.engine("a").in_use + t.engine("b").in_use == 6);
 }
 
+TEST_CASE("a wide sandbox waiting for room is not starved by narrow ones", "[pool]") {
+  two_engines t(2, 2);
+  t.a.add_image(image);
+  t.b.add_image(image);
+  t.h.wait(t.pool->connect());
+  CHECK(t.h.wait(t.pool->create(t.spec("n1"))).engine == "a");
+  CHECK(t.h.wait(t.pool->create(t.spec("n2"))).engine == "b");
+  // Two slots free in all, but not on one engine: the wide one waits, holding "a" for itself.
+  auto wide = t.h.spawn(t.pool->create(t.spec("wide", 2)));
+  t.h.run_for(50ms);
+  CHECK_FALSE(wide->done);
+  // A narrow one goes to "b", not into the slot "a" frees for the wide one.
+  CHECK(t.h.wait(t.pool->create(t.spec("n3"))).engine == "b");
+  t.h.wait(t.pool->remove(t.a.made_for("n1").front()));
+  REQUIRE(t.h.run_until([&] { return wide->done; }));
+  REQUIRE_FALSE(wide->error);
+  CHECK(wide->value->engine == "a");
+  CHECK(t.engine("a").in_use == 2);
+  CHECK(t.engine("b").in_use == 2);
+}
+
 TEST_CASE("a pull goes to every engine that lacks the image, once each", "[pool]") {
   two_engines t(1, 1);
   t.a.set_pull_delay(30ms);

@@ -105,7 +105,7 @@ asio::awaitable<std::string> engine_pool::probe(engine& e) {
   if (raced.index() == 1) co_return fmt::format("no answer within {} ms", opts_.probe_timeout.count());
   auto& a = std::get<0>(raced);
   if (!a.answered) co_return std::move(a.text);
-  if (e.up || e.detail.empty()) e.detail = std::move(a.text);
+  e.banner = std::move(a.text);
   co_return std::string();
 }
 
@@ -116,7 +116,8 @@ asio::awaitable<std::string> engine_pool::connect() {
     auto why = co_await probe(e);
     e.up = why.empty();
     if (e.up) {
-      lines.push_back(fmt::format("{} ({} slot(s)): {}", e.m.name, e.m.slots, e.detail));
+      e.detail.clear();
+      lines.push_back(fmt::format("{} ({} slot(s)): {}", e.m.name, e.m.slots, e.banner));
     } else {
       e.detail = why;
       lines.push_back(fmt::format("{} at {}: DOWN ({}); it joins when it answers", e.m.name, e.m.endpoint, why));
@@ -199,12 +200,13 @@ asio::awaitable<void> engine_pool::rejoin(engine& e) {
   }
   e.stale.clear();
   e.up = true;
+  e.detail.clear();
   room_.notify_all();
   capacity_change c;
   c.engine = e.m.name;
   c.up = true;
   c.slots_total = up_slots();
-  c.reason = fmt::format("answers again ({}); {} sandbox(es) of this daemon left on it were removed", e.detail, removed);
+  c.reason = fmt::format("answers again ({}); {} sandbox(es) of this daemon left on it were removed", e.banner, removed);
   spdlog::info("engine {} ({}) {}; it takes leases again ({} slot(s) up)", e.m.name, e.m.endpoint, c.reason,
                c.slots_total);
   if (handler_) handler_(std::move(c));
@@ -353,12 +355,13 @@ asio::awaitable<void> engine_pool::ensure_image(engine& e, std::string image, cl
 
 // --- sandboxes ----------------------------------------------------------------------------------
 
-engine_pool::engine* engine_pool::pick(const sandbox_spec& spec, int slots) {
+engine_pool::engine* engine_pool::pick(const sandbox_spec& spec, int slots, const engine* mine) {
   engine* best = nullptr;
   const auto load = [](const engine& e) { return static_cast<double>(e.in_use) / e.m.slots; };
   for (auto& ep : engines_) {
     engine& e = *ep;
-    if (!e.up || e.m.slots - e.in_use < slots) continue;
+    const int held_back = e.reserved - (&e == mine ? slots : 0);
+    if (!e.up || e.m.slots - e.in_use - held_back < slots) continue;
     if (best == nullptr) {
       best = &e;
       continue;
@@ -376,6 +379,17 @@ engine_pool::engine* engine_pool::pick(const sandbox_spec& spec, int slots) {
   return best;
 }
 
+engine_pool::engine* engine_pool::reserve_for(int slots) {
+  // The up engine wide enough for it with the fewest slots taken or promised: it drains soonest.
+  engine* best = nullptr;
+  for (auto& ep : engines_) {
+    engine& e = *ep;
+    if (!e.up || e.m.slots < slots) continue;
+    if (best == nullptr || e.in_use + e.reserved < best->in_use + best->reserved) best = &e;
+  }
+  return best;
+}
+
 asio::awaitable<protocol::sandbox_info> engine_pool::create(const sandbox_spec& caller_spec) {
   // A copy before the first suspension: the caller's may be a temporary (the interface takes a
   // reference, and a coroutine keeps only the reference).
@@ -388,17 +402,35 @@ asio::awaitable<protocol::sandbox_info> engine_pool::create(const sandbox_spec& 
                                      slots, widest));
   }
   co_await learn(spec.request.image);
+  // The engine this create waits on, if it must wait: held back from smaller creates until it
+  // has room (released however the wait ends, the caller's timeout included).
+  struct reservation {
+    engine* on = nullptr;
+    int slots = 0;
+    void take(engine* e) {
+      drop();
+      on = e;
+      if (on != nullptr) on->reserved += slots;
+    }
+    void drop() {
+      if (on != nullptr) on->reserved -= slots;
+      on = nullptr;
+    }
+    ~reservation() { drop(); }
+  } waiting{nullptr, slots};
   engine* e = nullptr;
-  while ((e = pick(spec, slots)) == nullptr) {
+  while ((e = pick(spec, slots, waiting.on)) == nullptr) {
     if (up_slots() == 0) {
       std::vector<std::string> why;
       for (const auto& ep : engines_) why.push_back(fmt::format("{}: {}", ep->m.name, ep->detail));
       throw provider_error(provider_failure::engine_lost,
                            fmt::format("no engine of the pool is up ({})", fmt::join(why, "; ")));
     }
+    if (slots > 0 && (waiting.on == nullptr || !waiting.on->up)) waiting.take(reserve_for(slots));
     // Room comes when a sandbox is removed or an engine rejoins; the ready timeout bounds this.
     co_await room_.wait_until(clock::now() + 1s);
   }
+  waiting.drop();
   const auto epoch = e->epoch;
   e->in_use += slots;
   std::exception_ptr failure;
@@ -409,8 +441,13 @@ asio::awaitable<protocol::sandbox_info> engine_pool::create(const sandbox_spec& 
     auto info = co_await e->m.provider->create(spec);
     if (e->epoch == epoch) {
       info.engine = e->m.name;
-      placed_[info.id] = placed{e, slots, spec.lease_id};
-      ++e->sandboxes;
+      // The orphan sweep may have listed it while the create ran (with no slots): counted once.
+      auto [at, fresh] = placed_.try_emplace(info.id, placed{e, slots, spec.lease_id});
+      if (fresh) {
+        ++e->sandboxes;
+      } else {
+        at->second = placed{e, slots, spec.lease_id};
+      }
       co_return info;
     }
     // The engine went down while the create ran: the sandbox went with it.

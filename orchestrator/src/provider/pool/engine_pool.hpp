@@ -5,7 +5,9 @@
 // first (as the Kubernetes scheduler's image-locality score), then the least loaded. A run's fixture
 // holds no slots of the budget, so it is placed without counting. When no engine has room (slots
 // split between engines for a wide lease, or a warm sandbox still being removed) the create waits
-// for room; the core's ready timeout bounds that wait.
+// for room; the core's ready timeout bounds that wait. Such a create reserves the engine that
+// will have room for it soonest, and smaller creates go elsewhere meanwhile, so a wide lease is not
+// starved by narrow ones filling every engine as slots come free.
 //
 // Images. pull() pulls on every up engine that lacks the image, at once: one pull per image per
 // engine (the core's gate already makes it one at a time per image). An engine that came back, or
@@ -92,9 +94,11 @@ class engine_pool final : public sandbox_provider {
     int failures = 0;        // probes failed in a row
     std::uint64_t epoch = 0; // bumped when it goes down: what was under way before belongs to the past
     int in_use = 0;          // slots of the sandboxes placed here (and of creates under way)
+    int reserved = 0;        // slots held back for creates waiting to be placed here
     int sandboxes = 0;
     std::uint64_t pulls = 0;
-    std::string detail;
+    std::string detail;  // why it is down (empty while up)
+    std::string banner;  // what it said when it last answered
     std::set<std::string> images;           // known present here
     std::set<std::string> stale;            // sandbox ids to remove once it answers again
     std::map<std::string, std::shared_ptr<async_event>> pulling;  // image → its pull here, under way
@@ -105,7 +109,10 @@ class engine_pool final : public sandbox_provider {
     std::string lease_id;
   };
 
-  engine* pick(const sandbox_spec& spec, int slots);
+  /// The engine to place on, or none with room. `mine`: the engine reserved for this create.
+  engine* pick(const sandbox_spec& spec, int slots, const engine* mine);
+  /// For a create that found no room: the engine it waits on, whose free slots go to it first.
+  engine* reserve_for(int slots);
   /// The engine of a sandbox; throws not_found (unknown) or engine_lost (its engine is down).
   engine& engine_of(const std::string& sandbox_id);
   boost::asio::awaitable<void> pull_on(engine& e, std::string image, clock::time_point deadline,
