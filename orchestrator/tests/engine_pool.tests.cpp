@@ -309,11 +309,11 @@ TEST_CASE("the leases of a lost engine fail engine_lost, the others run on, and 
   CHECK_THAT(lost.error->message, Contains("engine b went away"));
   CHECK(t.h.state(kept_id) == "ready");
   CHECK(t.h.service().status().slots_total == 1);
-  // The holder's next call on the lost lease says it is gone.
+  // The holder's next call on the lost lease says it is gone, and why, in the code (410).
   protocol::exec_request true_cmd;
   true_cmd.argv = {"true"};
-  CHECK(t.h.error_of(t.h.service().exec(lost_id, true_cmd)) ==
-        errc::lease_gone);
+  CHECK(t.h.error_of(t.h.service().exec(lost_id, true_cmd)) == errc::engine_lost);
+  CHECK(protocol::http_status(errc::engine_lost) == 410);
 
   // A new lease queues behind the one left, and runs on "a" when that one is released.
   const auto l3 = t.h.create(lease_for("three"));

@@ -164,12 +164,14 @@ void lease_service::check_request(const protocol::lease_request& req) const {
 }
 
 api_error lease_service::gone(const lease& l) {
+  // A lease whose engine went away says so in the code as well (still 410): its holder can tell
+  // "my sandbox's engine is gone" from "my lease ended" without reading the message.
+  const bool lost = l.error && l.error->code == protocol::code_string(errc::engine_lost);
+  const errc code = lost ? errc::engine_lost : errc::lease_gone;
   // An expiry's reason already reads "lease X expired: ..."; say it once.
-  if (l.error && l.error->message.rfind(fmt::format("lease {} ", l.id), 0) == 0) {
-    return api_error(errc::lease_gone, l.error->message);
-  }
-  return api_error(errc::lease_gone, fmt::format("lease {} is {}: {}", l.id, protocol::to_string(l.state),
-                                                 l.error ? l.error->message : std::string("released by its holder")));
+  if (l.error && l.error->message.rfind(fmt::format("lease {} ", l.id), 0) == 0) return api_error(code, l.error->message);
+  return api_error(code, fmt::format("lease {} is {}: {}", l.id, protocol::to_string(l.state),
+                                     l.error ? l.error->message : std::string("released by its holder")));
 }
 
 api_error lease_service::ending(const lease& l) {
