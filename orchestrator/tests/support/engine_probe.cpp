@@ -120,6 +120,8 @@ std::string engine_probe::image_id(const std::string& ref) const {
 
 engine_probe::engine_probe() : spec_(engine_address::default_spec()) {}
 
+engine_probe::engine_probe(std::string spec) : spec_(std::move(spec)) {}
+
 std::vector<std::string> engine_probe::containers_of(const std::string& instance) const {
   return run_on_engine<std::vector<std::string>>(
       spec_, [&instance](docker_client& e) { return list_ids(e, instance); });

@@ -15,6 +15,8 @@ class engine_probe {
  public:
   /// $DOCKER_HOST, or unix:///var/run/docker.sock.
   engine_probe();
+  /// The engine at `spec` (unix:///path or tcp://127.0.0.1:PORT), e.g. a pool's second engine.
+  explicit engine_probe(std::string spec);
 
   /// Ids of the containers (any state) labelled sandlot.daemon=<instance>.
   std::vector<std::string> containers_of(const std::string& instance) const;
