@@ -1,6 +1,11 @@
 // Where the time went: every lease belongs to a run, and GET /v1/runs/{id} keeps its timeline.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -38,18 +43,43 @@ TEST_CASE("a released lease appears in its run's timeline with every phase in or
   CHECK(run.at("summary").at("leases").get<int>() >= 1);
 }
 
-TEST_CASE("the run report is an HTML page with one lane per slot", "[runs]") {
+TEST_CASE("the run report is an HTML page with a lane per slot, grouped by engine with a pool", "[runs]") {
   const auto& c = sandlot::testing::default_client();
   auto sb = sandlot::testing::lease_sandbox();
-  const int slots = c.status().slots_total;
+  const auto status = c.status();
   auto res = c.request("GET", "/v1/runs/" + sb.view().run + "/report.html");
   REQUIRE(res.status == 200);
   CHECK_THAT(res.body, Catch::StartsWith("<!DOCTYPE html>") || Catch::StartsWith("<!doctype html>"));
-  std::size_t lanes = 0;
-  for (auto at = res.body.find("class=\"lane\""); at != std::string::npos; at = res.body.find("class=\"lane\"", at + 1)) {
-    ++lanes;
+  std::vector<std::string> labels;  // the lanes' labels, top to bottom
+  const std::string mark = "class=\"lane-label\"";
+  for (auto at = res.body.find(mark); at != std::string::npos; at = res.body.find(mark, at + 1)) {
+    const auto open = res.body.find('>', at);
+    const auto close = res.body.find('<', open);
+    REQUIRE(close != std::string::npos);
+    labels.push_back(res.body.substr(open + 1, close - open - 1));
   }
-  CHECK(lanes == static_cast<std::size_t>(slots));
+  if (status.engines.empty()) {
+    // One engine: a lane per slot of the budget.
+    CHECK(labels.size() == static_cast<std::size_t>(status.slots_total));
+    CHECK(labels.front() == "slot 0");
+    return;
+  }
+  // A pool: every lane is labelled with an engine of the pool (or "unplaced", for leases that
+  // never got one), and this test's own engine has lanes. (Engine names here are short: not cut.)
+  std::map<std::string, int> per_engine;
+  for (const auto& label : labels) per_engine[label.substr(0, label.rfind(' '))]++;
+  for (const auto& [name, n] : per_engine) {
+    INFO("lanes labelled " << name << ": " << n);
+    const bool known = std::any_of(status.engines.begin(), status.engines.end(),
+                                   [&](const auto& e) { return e.name == name; });
+    CHECK((known || name == "unplaced"));
+  }
+  for (const auto& e : status.engines) {
+    INFO("engine " << e.name);
+    CHECK(per_engine[e.name] <= e.slots);  // an engine's lanes are its slots at most
+  }
+  REQUIRE(!sb.sandbox().engine.empty());
+  CHECK(per_engine[sb.sandbox().engine] >= 1);
 }
 
 TEST_CASE("an unknown run gets 404 with what runs are", "[runs]") {

@@ -349,3 +349,69 @@ TEST_CASE("a lease served by a warm sandbox is marked in the json and drawn apar
   CHECK(html.find("swatch warm") != std::string::npos);  // in the legend
   CHECK(html.find("(warm: from the pool, no create)") != std::string::npos);
 }
+
+TEST_CASE("with a pool, the json names each lease's engine and the lanes are grouped by engine", "[report][pool]") {
+  // finished_run on a pool: a on "one"; b on "two"; c (both slots, after a and b ended) on "one".
+  run_timeline run = finished_run();
+  run.leases[0].engine = "one";
+  run.leases[1].engine = "two";
+  run.leases[2].engine = "one";
+  // And one that was admitted but never placed: its pull failed at the gate.
+  lease_record d = lease("d", "a pull that fails", 1, {1});
+  d.state = "failed";
+  d.queued_s = 6;
+  d.admitted_s = 6;
+  d.ended_s = 7;
+  d.error = "image pull failed";
+  run.leases.push_back(d);
+
+  const nlohmann::json j = to_json(run);
+  CHECK(j.at("leases").at(0).at("engine") == "one");
+  CHECK(j.at("leases").at(1).at("engine") == "two");
+  CHECK(j.at("leases").at(3).at("engine") == "");
+
+  const std::string html = render_html(run);
+  // one: a in lane 0 until 10, then c needs two lanes at 10 and reuses lane 0 with a new lane 1.
+  // two: b alone, one lane. unplaced: d, one lane.
+  CHECK(count(html, "class=\"lane\"") == 4);
+  CHECK(html.find(">one 0<") != std::string::npos);
+  CHECK(html.find(">one 1<") != std::string::npos);
+  CHECK(html.find(">two 0<") != std::string::npos);
+  CHECK(html.find(">unplaced 0<") != std::string::npos);
+  CHECK(html.find(">slot 0<") == std::string::npos);
+  CHECK(count(html, "class=\"bar\"") == 5);  // a, b and d one each, c two
+  CHECK(html.find("lanes grouped by the engine each ran on") != std::string::npos);
+  CHECK(html.find("0, 1 on one") != std::string::npos);  // c's row in the table
+}
+
+TEST_CASE("a long engine name is cut in the lane labels", "[report][pool]") {
+  run_timeline run = finished_run();
+  for (auto& l : run.leases) l.engine = "build-runner-seven";
+  const std::string html = render_html(run);
+  CHECK(html.find(">build-r… 0<") != std::string::npos);
+  CHECK(html.find(">build-runner-seven") == std::string::npos);
+  CHECK(html.find("on build-runner-seven") != std::string::npos);  // the table keeps it whole
+}
+
+TEST_CASE("with the engines' slots known, a lease that waited for room on its engine stays in its slots",
+          "[report][pool]") {
+  // Engine "one" has 1 slot. a holds it 0..10; b was admitted at 9 (the budget had room on
+  // another engine's account) but placed on "one" only once a was gone.
+  run_timeline run = finished_run();
+  run.leases.resize(2);
+  run.leases[0].engine = "one";
+  run.leases[1].engine = "one";
+  run.leases[1].queued_s = 9;
+  run.leases[1].admitted_s = 9;
+  run.leases[1].pulled_s = 10;
+  run.leases[1].ready_s = 11;
+  run.leases[1].ended_s = 12;
+  std::string html = render_html(run);
+  CHECK(count(html, "class=\"lane\"") == 2);  // without the slots: drawn side by side
+
+  run.engine_slots = {{"one", 1}};
+  html = render_html(run);
+  CHECK(count(html, "class=\"lane\"") == 1);
+  CHECK(html.find(">one 1<") == std::string::npos);
+  CHECK(to_json(run).at("engines") == nlohmann::json::parse(R"({"one":1})"));
+}

@@ -68,6 +68,7 @@ struct lease {
   bool backfilled = false;            // admitted past a wide lease's reservation
   std::vector<int> lanes;             // slot lanes while admitted (kept for the report)
   std::string sandbox_name;           // kept after release, for the report
+  std::string sandbox_engine;         // the pool engine it ran on (empty with one engine), ditto
   std::string test_outcome;           // "passed" / "failed", reported by the client
   // Warm pools (warm_pool.hpp): a ready sandbox claimed for it at admission, until its start-up
   // adopts it (its run's image id matches) or discards it; `warm` once it was adopted.

@@ -213,6 +213,7 @@ asio::awaitable<void> lease_service::make_sandbox(lease_ptr l) {
       l->sandbox = std::move(claimed.sandbox);
       l->sandbox->image = l->req.image;
       l->sandbox_name = l->sandbox->name;
+      l->sandbox_engine = l->sandbox->engine;
       co_return;
     }
     spdlog::info("warm sandbox {} was made from {} but run '{}' is pinned to {}; creating one", claimed.id,
@@ -241,6 +242,7 @@ asio::awaitable<void> lease_service::make_sandbox(lease_ptr l) {
   }
   l->sandbox = std::move(**made);
   l->sandbox_name = l->sandbox->name;
+  l->sandbox_engine = l->sandbox->engine;
 }
 
 end_request lease_service::start_failure(const lease& l, std::exception_ptr failure) {

@@ -410,7 +410,11 @@ asio::awaitable<protocol::exec_result> lease_service::fixture_exec(const std::st
   co_return co_await fixtures_.exec(id, lease_id, std::move(req));
 }
 
-run_timeline lease_service::run(const std::string& id) const { return runs_.timeline(id, broker_.slots_total()); }
+run_timeline lease_service::run(const std::string& id) const {
+  run_timeline t = runs_.timeline(id, broker_.slots_total());
+  for (const auto& e : provider_.engines()) t.engine_slots[e.name] = e.slots;
+  return t;
+}
 
 asio::awaitable<run_timeline> lease_service::end_run(const std::string& id) {
   run(id);  // 404 for an unknown run

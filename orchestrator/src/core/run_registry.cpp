@@ -38,6 +38,7 @@ lease_record record_of(const lease& l, const std::function<double(lease::clock::
   if (l.admitted_at) rec.expected_s = l.expected_s;
   rec.backfilled = l.backfilled;
   rec.sandbox = l.sandbox_name;
+  rec.engine = l.sandbox_engine;
   rec.warm = l.warm;
   if (l.error) rec.error = l.error->message;
   return rec;

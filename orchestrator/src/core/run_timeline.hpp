@@ -35,6 +35,7 @@ struct lease_record {
   std::optional<double> expected_s;  // hold time the broker expected when it admitted the lease
   bool backfilled = false;           // admitted past a wide lease's reservation
   std::string sandbox;               // container name, once it had one
+  std::string engine;                // the pool engine it was placed on (empty with one engine)
   bool warm = false;                 // served by a warm sandbox (--warm) instead of a fresh create
   std::string error;                 // why it failed or expired
 };
@@ -62,6 +63,7 @@ struct run_timeline {
   bool ended = false;      // DELETE /v1/runs/{id} was called
   std::vector<lease_record> leases;  // in creation order
   std::vector<fixture_record> fixtures;
+  std::map<std::string, int> engine_slots;    // with a pool: each engine's slots, by name
   std::map<std::string, std::string> images;  // each reference the run used → the image id it was pinned to
 };
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -253,15 +254,98 @@ timeline_geometry fit_geometry(const run_timeline& run, bool& any_live, double& 
   return g;
 }
 
+// How the timeline's lanes are laid out: one per slot of the budget, or, when the run's leases ran
+// on a pool of engines, grouped by engine.
+struct lane_layout {
+  std::vector<std::string> labels;      // one per lane, top to bottom
+  std::vector<std::vector<int>> lanes;  // per lease of the run, in its order: the lanes of its bars
+  bool by_engine = false;
+};
+
+lane_layout slot_lanes(const run_timeline& run) {
+  lane_layout out;
+  for (int i = 0; i < std::max(1, run.slots_total); ++i) out.labels.push_back(fmt::format("slot {}", i));
+  for (const auto& l : run.leases) out.lanes.push_back(l.lanes);
+  return out;
+}
+
+// With a pool the broker's slot lanes say nothing of where a lease ran, so each engine gets lanes
+// of its own: its leases, by admission, each in the first lanes free at that moment (a wide lease
+// in as many side by side), new lanes only when none are. Engines by name; leases admitted but
+// never placed (failed at the gate, or no engine up) last, as "unplaced".
+lane_layout engine_lanes(const run_timeline& run) {
+  std::map<std::string, std::vector<std::size_t>> by_engine;
+  std::vector<std::size_t> unplaced;
+  for (std::size_t i = 0; i < run.leases.size(); ++i) {
+    const auto& l = run.leases[i];
+    if (!l.admitted_s) continue;
+    (l.engine.empty() ? unplaced : by_engine[l.engine]).push_back(i);
+  }
+  lane_layout out;
+  out.by_engine = true;
+  out.lanes.resize(run.leases.size());
+  const auto place = [&](const std::string& name, std::vector<std::size_t> group) {
+    std::stable_sort(group.begin(), group.end(), [&](std::size_t a, std::size_t b) {
+      return *run.leases[a].admitted_s < *run.leases[b].admitted_s;
+    });
+    const int base = static_cast<int>(out.labels.size());
+    std::vector<double> free_at;  // per lane of this engine: when its last bar ends
+    for (const std::size_t i : group) {
+      const held_phases p = phases_of(run.leases[i], run.now_s);
+      const std::size_t need = static_cast<std::size_t>(std::max(1, run.leases[i].slots));
+      // The first run of `need` lanes free at its admission; lanes past the last one are free.
+      std::size_t first = 0;
+      for (std::size_t k = 0; k < first + need && k < free_at.size(); ++k) {
+        if (free_at[k] > p.admitted + 1e-9) first = k + 1;
+      }
+      // Past the engine's slots: the lease was admitted before the engine had room and waited on
+      // it (a bar starts at admission), so it goes in the lanes that freed soonest.
+      const auto cap_at = run.engine_slots.find(name);
+      const std::size_t cap = cap_at == run.engine_slots.end() ? 0 : static_cast<std::size_t>(std::max(0, cap_at->second));
+      if (cap > 0 && need <= cap && first + need > cap) {
+        double soonest = std::numeric_limits<double>::infinity();
+        for (std::size_t k = 0; k + need <= cap; ++k) {
+          double frees = 0;
+          for (std::size_t j = k; j < k + need; ++j) frees = std::max(frees, j < free_at.size() ? free_at[j] : 0.0);
+          if (frees < soonest) {
+            soonest = frees;
+            first = k;
+          }
+        }
+      }
+      if (first + need > free_at.size()) free_at.resize(first + need, 0);
+      for (std::size_t j = first; j < first + need; ++j) {
+        free_at[j] = p.end;
+        out.lanes[i].push_back(base + static_cast<int>(j));
+      }
+    }
+    // The label column holds about ten characters: a long engine name is cut.
+    const std::string shown = code_points(name) <= 8 ? name : std::string(utf8_prefix(name, 7)) + "…";
+    for (std::size_t k = 0; k < free_at.size(); ++k) out.labels.push_back(fmt::format("{} {}", shown, k));
+  };
+  for (auto& [name, group] : by_engine) place(name, std::move(group));
+  if (!unplaced.empty()) place("unplaced", std::move(unplaced));
+  if (out.labels.empty()) out.labels.push_back("—");
+  return out;
+}
+
+lane_layout layout_of(const run_timeline& run) {
+  const bool pooled = std::any_of(run.leases.begin(), run.leases.end(), [](const lease_record& l) {
+    return !l.engine.empty();
+  });
+  return pooled ? engine_lanes(run) : slot_lanes(run);
+}
+
 /// The lanes, the time axis with its ticks and the grid.
-void append_axes(std::string& out, const timeline_geometry& g, double step) {
+void append_axes(std::string& out, const timeline_geometry& g, const std::vector<std::string>& labels, double step) {
   auto o = std::back_inserter(out);
   for (int lane = 0; lane < g.lanes; ++lane) {
     const double y = g.lane_y(lane);
     fmt::format_to(o, "<rect class=\"lane\" x=\"{}\" y=\"{:.2f}\" width=\"{:.2f}\" height=\"{}\"/>",
                    timeline_geometry::label_w, y, g.plot_w(), timeline_geometry::lane_h);
-    fmt::format_to(o, "<text class=\"lane-label\" x=\"{}\" y=\"{:.2f}\">slot {}</text>\n",
-                   timeline_geometry::label_w - 10, y + timeline_geometry::lane_h / 2, lane);
+    fmt::format_to(o, "<text class=\"lane-label\" x=\"{}\" y=\"{:.2f}\">{}</text>\n",
+                   timeline_geometry::label_w - 10, y + timeline_geometry::lane_h / 2,
+                   escape(labels.at(static_cast<std::size_t>(lane))));
   }
   const double axis_y = g.lanes_bottom() + 6;
   fmt::format_to(o, "<line class=\"axis\" x1=\"{}\" y1=\"{:.2f}\" x2=\"{:.2f}\" y2=\"{:.2f}\"/>\n",
@@ -285,13 +369,14 @@ void append_axes(std::string& out, const timeline_geometry& g, double step) {
 }
 
 /// One admitted lease: a bar in each lane it held, its phases coloured, its label if it fits.
-void append_bar(std::string& out, const timeline_geometry& g, const lease_record& l, double now_s) {
+void append_bar(std::string& out, const timeline_geometry& g, const lease_record& l, const std::vector<int>& lanes,
+                double now_s) {
   auto o = std::back_inserter(out);
   const bool live = !l.ended_s;
   const held_phases p = phases_of(l, now_s);
   const std::string tooltip = escape(bar_tooltip(l, p, live));
   const std::string& label = bar_label(l);
-  for (int lane : l.lanes) {
+  for (int lane : lanes) {
     // A lane the run does not have has nowhere to be drawn.
     if (lane < 0 || lane >= g.lanes) continue;
     const double y = g.lane_y(lane) + 3;
@@ -324,17 +409,20 @@ void append_bar(std::string& out, const timeline_geometry& g, const lease_record
 void append_timeline(std::string& out, const run_timeline& run) {
   bool any_live = false;
   double step = 1;
-  const timeline_geometry g = fit_geometry(run, any_live, step);
+  timeline_geometry g = fit_geometry(run, any_live, step);
+  const lane_layout layout = layout_of(run);
+  g.lanes = static_cast<int>(layout.labels.size());
   auto o = std::back_inserter(out);
   fmt::format_to(o,
                  "<svg class=\"timeline\" viewBox=\"0 0 {} {:.0f}\" "
                  "width=\"100%\" preserveAspectRatio=\"xMinYMin meet\" role=\"img\" "
-                 "aria-label=\"Timeline of the run's leases, one lane per slot\">\n",
-                 timeline_geometry::width, g.height());
+                 "aria-label=\"Timeline of the run's leases, {}\">\n",
+                 timeline_geometry::width, g.height(),
+                 layout.by_engine ? "lanes grouped by the engine each ran on" : "one lane per slot");
   // Lanes first, grid over them, bars on top.
-  append_axes(out, g, step);
-  for (const auto& l : run.leases) {
-    if (l.admitted_s) append_bar(out, g, l, run.now_s);
+  append_axes(out, g, layout.labels, step);
+  for (std::size_t i = 0; i < run.leases.size(); ++i) {
+    if (run.leases[i].admitted_s) append_bar(out, g, run.leases[i], layout.lanes[i], run.now_s);
   }
   const double axis_y = g.lanes_bottom() + 6;
   if (any_live && !run.ended) {
@@ -379,7 +467,7 @@ void append_leases(std::string& out, const run_timeline& run) {
       "<th class=\"num\">Start</th><th class=\"num\">Run</th><th "
       "class=\"num\">Held</th><th class=\"num\" title=\"hold time the scheduler expected when it admitted "
       "the lease (learned from earlier runs, else the run's average); backfill: admitted past a wide lease's "
-      "reservation\">Expected</th><th>Lanes</th>"
+      "reservation\">Expected</th><th title=\"the broker's slot lanes; with a pool, and the engine it ran on\">Lanes</th>"
       "<th>Locks</th><th>Error</th></tr></thead>\n<tbody>\n";
   auto o = std::back_inserter(out);
   for (const auto& l : run.leases) {
@@ -408,7 +496,8 @@ void append_leases(std::string& out, const run_timeline& run) {
                    lease_flagged(l) ? " class=\"failed\"" : "", escape(l.test), escape(l.id),
                    escape(l.name.empty() ? l.id : l.name), escape(l.state),
                    l.ended_s ? "" : " (live)", escape(l.test_outcome), escape(outcome),
-                   at(l.queued_s), wait, gate, start, ran, held, expected, lanes_text(l.lanes),
+                   at(l.queued_s), wait, gate, start, ran, held, expected,
+                   l.engine.empty() ? lanes_text(l.lanes) : fmt::format("{} on {}", lanes_text(l.lanes), escape(l.engine)),
                    escape(locks_text(l.locks)), escape(l.error));
   }
   out += "</tbody>\n</table></div>\n";
@@ -501,6 +590,7 @@ json to_json(const run_timeline& run) {
                       {"expected_s", optional_number(l.expected_s)},
                       {"backfilled", l.backfilled},
                       {"sandbox", l.sandbox},
+                      {"engine", l.engine},
                       {"warm", l.warm},
                       {"error", l.error}});
   }
@@ -537,6 +627,7 @@ json to_json(const run_timeline& run) {
             {"pull_s", round3(s.pull_s)}}},
           {"leases", std::move(leases)},
           {"fixtures", std::move(fixtures)},
+          {"engines", run.engine_slots.empty() ? json::object() : json(run.engine_slots)},
           {"images", run.images}};
 }
 
