@@ -7,6 +7,7 @@ SANDLOT_BUILD_DIR=$SANDLOT_ROOT/build/$SANDLOT_PRESET
 SANDLOT_LOG_DIR=${SANDLOT_LOG_DIR:-$SANDLOT_ROOT/build/logs}
 SANDLOT_DAEMON_PID=
 SANDLOT_ENV_OWNED=0
+SANDLOT_ENGINE2_OWNED=0
 declare -a SANDLOT_DAEMON_ARGS=("${SANDLOT_DAEMON_ARGS[@]+"${SANDLOT_DAEMON_ARGS[@]}"}")
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*"; }
@@ -20,19 +21,26 @@ sandlot_build() {
 }
 
 # Brings the test environment up; remembers whether it was already there, so that
-# sandlot_env_down leaves someone else's environment alone.
+# sandlot_env_down leaves someone else's environment alone. SANDLOT_E2E_ENGINES=2 asks for the
+# second engine too (scripts/e2e-env up --engines 2); one this call started is stopped again by
+# sandlot_env_down even in an environment that was already there.
 sandlot_env_up() {
+  local env_file=${SANDLOT_E2E_STATE:-/tmp/sandlot-e2e}/env
   if docker version >/dev/null 2>&1 && curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null &&
-     [[ -f "${SANDLOT_E2E_STATE:-/tmp/sandlot-e2e}/env" ]]; then
+     [[ -f "$env_file" ]]; then
     SANDLOT_ENV_OWNED=0
+    if [[ "${SANDLOT_E2E_ENGINES:-1}" == 2 ]] && ! grep -q '^SANDLOT_DOCKER_HOST_2=' "$env_file"; then
+      SANDLOT_ENGINE2_OWNED=1
+    fi
   else
     SANDLOT_ENV_OWNED=1
+    [[ "${SANDLOT_E2E_ENGINES:-1}" != 2 ]] || SANDLOT_ENGINE2_OWNED=1
   fi
   "$SANDLOT_ROOT/scripts/e2e-env" up >"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
     { cat "$SANDLOT_LOG_DIR/e2e-env.log"; return 1; }
   set -a
   # shellcheck disable=SC1091
-  . "${SANDLOT_E2E_STATE:-/tmp/sandlot-e2e}/env"
+  . "$env_file"
   set +a
 }
 
@@ -40,7 +48,11 @@ sandlot_env_down() {
   if [[ "$SANDLOT_ENV_OWNED" == 1 ]]; then
     "$SANDLOT_ROOT/scripts/e2e-env" down >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 || say "e2e-env down failed; see $SANDLOT_LOG_DIR/e2e-env.log"
     SANDLOT_ENV_OWNED=0
+  elif [[ "$SANDLOT_ENGINE2_OWNED" == 1 ]]; then
+    "$SANDLOT_ROOT/scripts/e2e-env" engine2 stop >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
+      say "stopping the second engine failed; see $SANDLOT_LOG_DIR/e2e-env.log"
   fi
+  SANDLOT_ENGINE2_OWNED=0
 }
 
 # sandlot_daemon_start SLOTS PORT: orchestratord in the background, logging to a file. The suite's
@@ -88,9 +100,28 @@ sandlot_daemon_stop() {
   return "$rc"
 }
 
-# Containers any Sandlot daemon left behind (there should be none).
+# Containers any Sandlot daemon left behind (there should be none), on the engine and, when the
+# environment has one, on the second engine.
 sandlot_leftovers() {
-  docker ps -aq --filter label=sandlot.daemon | wc -l
+  local n
+  n=$(docker ps -aq --filter label=sandlot.daemon | wc -l)
+  if [[ -n "${SANDLOT_DOCKER_HOST_2:-}" ]]; then
+    n=$((n + $(DOCKER_HOST=$SANDLOT_DOCKER_HOST_2 docker ps -aq --filter label=sandlot.daemon | wc -l)))
+  fi
+  echo "$n"
+}
+
+# sandlot_pool_args SLOTS: when the environment has a second engine, appends to
+# SANDLOT_DAEMON_ARGS the two engines of a pool that splits SLOTS between them (the larger half on
+# the first), so the daemon started next places leases on both (docs/scale-out.md). Says which.
+sandlot_pool_args() {
+  local slots=$1
+  [[ -n "${SANDLOT_DOCKER_HOST_2:-}" ]] || { say "one engine (no second engine in the environment)"; return 0; }
+  local two=$((slots / 2))
+  local one=$((slots - two))
+  ((two >= 1)) || { say "one engine ($slots slot(s) do not split over two)"; return 0; }
+  SANDLOT_DAEMON_ARGS+=(--engine "one=$DOCKER_HOST;slots=$one" --engine "two=$SANDLOT_DOCKER_HOST_2;slots=$two")
+  say "a pool of two engines: one ($DOCKER_HOST, $one slots) and two ($SANDLOT_DOCKER_HOST_2, $two slots)"
 }
 
 # sandlot_run_report RUN: ends the run on the daemon (its fixtures are torn down), saves its
@@ -110,6 +141,8 @@ sandlot_run_report() {
     "  wall \($s.wall_s)s, sum of test times \($s.sum_test_s)s, speedup \($s.speedup)",
     "  ideal max(sum/N, longest) \($s.ideal_s)s, efficiency \($s.efficiency)",
     "  queue time \($s.queue_s)s, pull time \($s.pull_s)s",
+    ([.leases[] | select(.engine != "" and .engine != null)] | group_by(.engine) |
+      select(length > 0) | "  engines: " + (map("\(.[0].engine) \(length) lease(s)") | join(", "))),
     (.fixtures[] | "  fixture \(.name): made \(.creations) time(s), \(.acquisitions) hold(s), \(.state)")' "$json"
   local bad
   # The suite's run-wide fixtures; its other fixtures are per test (one is remade on purpose).
