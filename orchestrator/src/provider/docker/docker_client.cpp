@@ -216,6 +216,7 @@ asio::awaitable<docker_client::response> docker_client::call_bytes(http::verb me
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 * 1024 * 1024);
+    if (method == http::verb::head) parser.skip(true);  // its Content-Length describes a body never sent
     co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
     beast::error_code ignored;
     stream.socket().shutdown(asio::socket_base::shutdown_both, ignored);
@@ -357,6 +358,13 @@ asio::awaitable<json> docker_client::inspect_container(const std::string& id) {
 }
 
 asio::awaitable<void> docker_client::put_archive(const std::string& id, const std::string& dir, std::string tar) {
+  // Docker answers 404 for a directory that does not exist; podman's compat API creates it. Asking
+  // first gives both the same answer.
+  auto stat = co_await call(http::verb::head, "/containers/" + id + "/archive?path=" + protocol::percent_encode(dir),
+                            std::nullopt, 30s);
+  if (stat.status == 404) {
+    throw engine_error(404, fmt::format("writing into {}: no such directory in container {}", dir, id.substr(0, 12)));
+  }
   auto res = co_await call_bytes(http::verb::put, "/containers/" + id + "/archive?path=" + protocol::percent_encode(dir),
                                  std::move(tar), "application/x-tar", 60s);
   if (res.status != 200) throw engine_error(res.status, fmt::format("writing into {}: {}", dir, engine_message(res.body)));
