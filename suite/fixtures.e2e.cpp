@@ -29,7 +29,7 @@ sandlot::protocol::fixture_request inference_spec() {
 sandlot::client::fixture inference_server(const sandlot::client::lease& holder) {
   return holder.hold_fixture(inference_spec(), [](const sandlot::client::fixture& f) {
     // httpd puts itself in the background; the sandbox's init keeps it running.
-    auto start = f.exec({"sh", "-c", "mkdir -p /www && httpd -p 127.0.0.1:\"$SANDLOT_PORT\" -h /www"});
+    auto start = f.exec({"sh", "-c", "mkdir -p /tmp/www && httpd -p 127.0.0.1:\"$SANDLOT_PORT\" -h /tmp/www"});
     if (start.exit_code != 0) throw std::runtime_error("httpd did not start: " + start.stderr_data);
     for (int i = 0; i < 50; ++i) {
       if (f.exec({"sh", "-c", http_ok_probe}).stdout_data.find("HTTP/1.") != std::string::npos) {
@@ -43,7 +43,7 @@ sandlot::client::fixture inference_server(const sandlot::client::lease& holder) 
 
 /// Registers `body` at /<lease name>/<route> on the server.
 void register_route(const sandlot::client::fixture& server, const std::string& path, const std::string& body) {
-  auto r = server.exec({"sh", "-c", "mkdir -p \"$(dirname \"/www/$0\")\" && cat > \"/www/$0\"", path}, body);
+  auto r = server.exec({"sh", "-c", "mkdir -p \"$(dirname \"/tmp/www/$0\")\" && cat > \"/tmp/www/$0\"", path}, body);
   REQUIRE(r.exit_code == 0);
 }
 
@@ -123,7 +123,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
   REQUIRE(first.role == "creator");
   REQUIRE(first.sandbox.has_value());
   // The creator half-makes it, then dies.
-  REQUIRE(c.fixture_exec(first.id, {{"sh", "-c", "echo half > /made-by"}, {}, {}, {}, 30}, creator.id()).exit_code == 0);
+  REQUIRE(c.fixture_exec(first.id, {{"sh", "-c", "echo half > /tmp/made-by"}, {}, {}, {}, 30}, creator.id()).exit_code == 0);
   auto second = c.acquire_fixture(waiter.id(), spec);
   CHECK(second.id == first.id);
   CHECK(second.role == "waiting");
@@ -134,7 +134,7 @@ TEST_CASE("a waiter takes over a fixture whose creator dies while making it", "[
   CHECK(now.creations == 2);
   REQUIRE(now.sandbox.has_value());
   CHECK(now.sandbox->id != first.sandbox->id);  // a fresh sandbox: nobody gets the half-made one
-  auto made_by = c.fixture_exec(first.id, {{"cat", "/made-by"}, {}, {}, {}, 30}, waiter.id());
+  auto made_by = c.fixture_exec(first.id, {{"cat", "/tmp/made-by"}, {}, {}, {}, 30}, waiter.id());
   CHECK(made_by.exit_code != 0);
   auto ready = c.fixture_ready(first.id, waiter.id(), {{"by", waiter.name()}});
   CHECK(ready.state == "ready");

@@ -24,7 +24,7 @@ sandlot::protocol::lease_request with_lock(lock_mode mode) {
   return req;
 }
 
-/// The run's config "cluster": a sandbox holding /config/a and /config/b, both "v0" at first.
+/// The run's config "cluster": a sandbox holding /tmp/config/a and /tmp/config/b, both "v0" at first.
 sandlot::client::fixture config_cluster(const sandlot::client::lease& holder) {
   sandlot::protocol::fixture_request spec;
   spec.name = "cluster-config";
@@ -33,7 +33,7 @@ sandlot::client::fixture config_cluster(const sandlot::client::lease& holder) {
   // order can stretch to minutes. The run's end (DELETE /v1/runs/{id}) tears it down anyway.
   spec.grace_s = 900;
   return holder.hold_fixture(spec, [](const sandlot::client::fixture& f) {
-    auto r = f.exec({"sh", "-c", "mkdir -p /config && echo v0 > /config/a && echo v0 > /config/b"});
+    auto r = f.exec({"sh", "-c", "mkdir -p /tmp/config && echo v0 > /tmp/config/a && echo v0 > /tmp/config/b"});
     if (r.exit_code != 0) throw std::runtime_error("could not seed the config: " + r.stderr_data);
     return nlohmann::json{{"seeded", "v0"}};
   });
@@ -55,7 +55,7 @@ void read_config_as_a_reader() {
   auto sb = lease_sandbox(with_lock(lock_mode::shared));
   auto cluster = config_cluster(sb);
   for (int i = 0; i < 6; ++i) {
-    auto r = cluster.exec({"cat", "/config/a", "/config/b"});
+    auto r = cluster.exec({"cat", "/tmp/config/a", "/tmp/config/b"});
     REQUIRE(r.exit_code == 0);
     auto nl = r.stdout_data.find('\n');
     REQUIRE(nl != std::string::npos);
@@ -70,10 +70,10 @@ void change_config_as_a_writer() {
   auto sb = lease_sandbox(with_lock(lock_mode::exclusive));
   auto cluster = config_cluster(sb);
   // The change is two steps with a pause: a reader between them would see a and b disagree.
-  auto r = cluster.exec({"sh", "-c", "echo \"$0\" > /config/a && sleep 0.4 && echo \"$0\" > /config/b", sb.name()});
+  auto r = cluster.exec({"sh", "-c", "echo \"$0\" > /tmp/config/a && sleep 0.4 && echo \"$0\" > /tmp/config/b", sb.name()});
   REQUIRE(r.exit_code == 0);
   CHECK(other_holders(sb.id()).empty());
-  auto check = cluster.exec({"cat", "/config/a", "/config/b"});
+  auto check = cluster.exec({"cat", "/tmp/config/a", "/tmp/config/b"});
   CHECK(check.stdout_data == sb.name() + "\n" + sb.name() + "\n");
   CHECK(other_holders(sb.id()).empty());
 }
