@@ -8,6 +8,7 @@ SANDLOT_LOG_DIR=${SANDLOT_LOG_DIR:-$SANDLOT_ROOT/build/logs}
 SANDLOT_DAEMON_PID=
 SANDLOT_ENV_OWNED=0
 SANDLOT_ENGINE2_OWNED=0
+SANDLOT_PODMAN_OWNED=0
 declare -a SANDLOT_DAEMON_ARGS=("${SANDLOT_DAEMON_ARGS[@]+"${SANDLOT_DAEMON_ARGS[@]}"}")
 
 say() { printf '%s: %s\n' "$(basename "$0")" "$*"; }
@@ -32,9 +33,13 @@ sandlot_env_up() {
     if [[ "${SANDLOT_E2E_ENGINES:-1}" == 2 ]] && ! grep -q '^SANDLOT_DOCKER_HOST_2=' "$env_file"; then
       SANDLOT_ENGINE2_OWNED=1
     fi
+    if [[ "${SANDLOT_E2E_PODMAN:-0}" == 1 ]] && ! grep -q '^SANDLOT_PODMAN_HOST=' "$env_file"; then
+      SANDLOT_PODMAN_OWNED=1
+    fi
   else
     SANDLOT_ENV_OWNED=1
     [[ "${SANDLOT_E2E_ENGINES:-1}" != 2 ]] || SANDLOT_ENGINE2_OWNED=1
+    [[ "${SANDLOT_E2E_PODMAN:-0}" != 1 ]] || SANDLOT_PODMAN_OWNED=1
   fi
   "$SANDLOT_ROOT/scripts/e2e-env" up >"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
     { cat "$SANDLOT_LOG_DIR/e2e-env.log"; return 1; }
@@ -48,11 +53,18 @@ sandlot_env_down() {
   if [[ "$SANDLOT_ENV_OWNED" == 1 ]]; then
     "$SANDLOT_ROOT/scripts/e2e-env" down >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 || say "e2e-env down failed; see $SANDLOT_LOG_DIR/e2e-env.log"
     SANDLOT_ENV_OWNED=0
-  elif [[ "$SANDLOT_ENGINE2_OWNED" == 1 ]]; then
-    "$SANDLOT_ROOT/scripts/e2e-env" engine2 stop >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
-      say "stopping the second engine failed; see $SANDLOT_LOG_DIR/e2e-env.log"
+  else
+    if [[ "$SANDLOT_ENGINE2_OWNED" == 1 ]]; then
+      "$SANDLOT_ROOT/scripts/e2e-env" engine2 stop >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
+        say "stopping the second engine failed; see $SANDLOT_LOG_DIR/e2e-env.log"
+    fi
+    if [[ "$SANDLOT_PODMAN_OWNED" == 1 ]]; then
+      "$SANDLOT_ROOT/scripts/e2e-env" podman stop >>"$SANDLOT_LOG_DIR/e2e-env.log" 2>&1 ||
+        say "stopping the podman service failed; see $SANDLOT_LOG_DIR/e2e-env.log"
+    fi
   fi
   SANDLOT_ENGINE2_OWNED=0
+  SANDLOT_PODMAN_OWNED=0
 }
 
 # sandlot_daemon_start SLOTS PORT: orchestratord in the background, logging to a file. The suite's
@@ -101,12 +113,16 @@ sandlot_daemon_stop() {
 }
 
 # Containers any Sandlot daemon left behind (there should be none), on the engine and, when the
-# environment has one, on the second engine.
+# environment has them, on the second engine and in the podman service.
 sandlot_leftovers() {
   local n
   n=$(docker ps -aq --filter label=sandlot.daemon | wc -l)
   if [[ -n "${SANDLOT_DOCKER_HOST_2:-}" ]]; then
     n=$((n + $(DOCKER_HOST=$SANDLOT_DOCKER_HOST_2 docker ps -aq --filter label=sandlot.daemon | wc -l)))
+  fi
+  if [[ -n "${SANDLOT_PODMAN_HOST:-}" && -S "${SANDLOT_PODMAN_HOST#unix://}" ]]; then
+    n=$((n + $(curl -fsS --max-time 10 --unix-socket "${SANDLOT_PODMAN_HOST#unix://}" \
+      'http://podman/containers/json?all=true&filters=%7B%22label%22%3A%5B%22sandlot.daemon%22%5D%7D' | jq length)))
   fi
   echo "$n"
 }
