@@ -106,8 +106,10 @@ podman_start() {
     rm -f "$PODMAN_SOCK"
     rotate_log "$PODMAN_LOG"
     log "starting podman system service at $PODMAN_HOST (log: $PODMAN_LOG)"
+    # Run from its own directory: conmon inherits the service's working directory and writes an
+    # `oom` file there when a container is killed for memory (the suite does that on purpose).
     spawn "$PODMAN_LAUNCH_PIDFILE" "$PODMAN_LOG" \
-        env CONTAINERS_CONF="$PODMAN_DIR/containers.conf" \
+        env -C "$PODMAN_DIR" CONTAINERS_CONF="$PODMAN_DIR/containers.conf" \
         CONTAINERS_STORAGE_CONF="$PODMAN_DIR/storage.conf" \
         CONTAINERS_REGISTRIES_CONF="$PODMAN_DIR/registries.conf" \
         podman --root "$PODMAN_ROOT" --runroot "$PODMAN_RUNROOT" --tmpdir "$PODMAN_TMP" \
