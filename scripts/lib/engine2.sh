@@ -73,21 +73,18 @@ engine2_start() {
         --containerd-namespace sandlot2 --containerd-plugins-namespace sandlot2.plugins \
         --shutdown-timeout 5 ||
         die "could not launch the second dockerd"
-    local pid deadline=$((SECONDS + TIMEOUT))
+    local pid
     pid=$(read_pidfile "$ENGINE2_LAUNCH_PIDFILE")
     REC[ENGINE2]=started
     REC[ENGINE2_PID]=$pid
     REC[ENGINE2_CONTAINERD_PID]=
     record_save
-    until engine_answers "$ENGINE2_HOST"; do
-        if ! pid_alive "$pid" || ((SECONDS >= deadline)); then
-            log "the second dockerd did not come up; last lines of $ENGINE2_LOG:"
-            tail -n 30 "$ENGINE2_LOG" >&2 || true
-            engine2_stop
-            exit 1
-        fi
-        sleep 0.5
-    done
+    if ! wait_answers "$pid" "the second dockerd" engine_answers "$ENGINE2_HOST"; then
+        log "the second dockerd did not come up; last lines of $ENGINE2_LOG:"
+        tail -n 30 "$ENGINE2_LOG" >&2 || true
+        engine2_stop
+        exit 1
+    fi
     REC[ENGINE2_CONTAINERD_PID]=$(containerd_child_of "$pid")
     record_save
     ENGINE2_NOTE="started a second dockerd (pid $pid) at $ENGINE2_HOST"

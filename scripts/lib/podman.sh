@@ -117,20 +117,17 @@ podman_start() {
         --log-level info \
         system service --time=0 "$PODMAN_HOST" ||
         die "could not launch podman system service"
-    local pid deadline=$((SECONDS + TIMEOUT))
+    local pid
     pid=$(read_pidfile "$PODMAN_LAUNCH_PIDFILE")
     REC[PODMAN]=started
     REC[PODMAN_PID]=$pid
     record_save
-    until podman_answers; do
-        if ! pid_alive "$pid" || ((SECONDS >= deadline)); then
-            log "podman system service did not come up; last lines of $PODMAN_LOG:"
-            tail -n 30 "$PODMAN_LOG" >&2 || true
-            podman_stop
-            exit 1
-        fi
-        sleep 0.5
-    done
+    if ! wait_answers "$pid" "podman system service" podman_answers; then
+        log "podman system service did not come up; last lines of $PODMAN_LOG:"
+        tail -n 30 "$PODMAN_LOG" >&2 || true
+        podman_stop
+        exit 1
+    fi
     PODMAN_NOTE="started podman system service (pid $pid, $(podman --version)) at $PODMAN_HOST"
 }
 
