@@ -462,13 +462,31 @@ TEST_CASE("a bad --engine is refused saying what is accepted", "[config][engines
   CHECK_THROWS_WITH(parse({"--engine", "=unix:///run/a.sock"}), Catch::Contains("1 to 32 characters"));
   CHECK_THROWS_WITH(parse({"--engine", "a b=unix:///run/a.sock"}), Catch::Contains("letters, digits"));
   CHECK_THROWS_WITH(parse({"--engine", "a=unix://run/a.sock"}), Catch::Contains("absolute path"));
-  CHECK_THROWS_WITH(parse({"--engine", "a=http://127.0.0.1:2375"}), Catch::Contains("unix:// or tcp://"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=http://127.0.0.1:2375"}), Catch::Contains("unix://, tcp:// or kubernetes://"));
   CHECK_THROWS_WITH(parse({"--engine", "a=tcp://127.0.0.1"}), Catch::Contains("HOST:PORT"));
   CHECK_THROWS_WITH(parse({"--engine", "a=tcp://192.168.1.4:2375"}), Catch::Contains("not a loopback address"));
   CHECK_THROWS_WITH(parse({"--engine", "a=tcp://10.0.0.1:2375"}), Catch::Contains("not a loopback address"));
   CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;slots=0"}), Catch::Contains("from 1 to 4096"));
   CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;slots=2x"}), Catch::Contains("from 1 to 4096"));
   CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;cpus=2"}), Catch::Contains("unknown option 'cpus=2'"));
+}
+
+TEST_CASE("a Kubernetes engine names its namespace, kubeconfig and context", "[config][engines][kube]") {
+  const daemon_config c =
+      parse({"--slots", "2", "--engine", "k8s=kubernetes://sandlot;kubeconfig=/etc/sandlot/kubeconfig;context=kind-e2e"});
+  REQUIRE(c.engines.size() == 1);
+  const auto& e = c.engines[0];
+  CHECK(e.kubernetes());
+  CHECK(e.kube_namespace() == "sandlot");
+  CHECK(e.kubeconfig == "/etc/sandlot/kubeconfig");
+  CHECK(e.context == "kind-e2e");
+  CHECK_FALSE(e.slots_given);  // alone, its budget comes from the nodes
+  const daemon_config fixed = parse({"--engine", "k=kubernetes://;slots=12;kubeconfig=in-cluster"});
+  CHECK(fixed.engines[0].slots == 12);
+  CHECK(fixed.engines[0].slots_given);
+  CHECK(fixed.engines[0].kube_namespace().empty());
+  CHECK_THROWS_WITH(parse({"--engine", "k=kubernetes://Bad_NS"}), Catch::Contains("lower-case letters"));
+  CHECK_THROWS_WITH(parse({"--engine", "a=unix:///a.sock;kubeconfig=/x"}), Catch::Contains("unknown option"));
 }
 
 TEST_CASE("an engine given twice, or --engine with --docker-host, is refused", "[config][engines]") {

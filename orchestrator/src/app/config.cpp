@@ -247,9 +247,10 @@ void add_listen_options(CLI::App& app, daemon_config& c, std::string& slots_text
                  "Engine address: unix:///path.sock or tcp://HOST:PORT (default: $DOCKER_HOST or "
                  "unix:///var/run/docker.sock)");
   app.add_option("--engine", c.engine_entries,
-                 "An engine of a pool: NAME=unix:///path.sock or NAME=tcp://127.0.0.1:PORT, optionally ;slots=N "
-                 "(default: --slots). Repeatable; the budget is the sum of the engines' slots, and each sandbox "
-                 "runs on one engine (docs/scale-out.md)")
+                 "An engine of a pool: NAME=unix:///path.sock, NAME=tcp://127.0.0.1:PORT or "
+                 "NAME=kubernetes://NAMESPACE[;kubeconfig=PATH|in-cluster][;context=NAME], optionally ;slots=N "
+                 "(default: --slots; one Kubernetes engine alone: its Ready nodes' allocatable cpu). Repeatable; the "
+                 "budget is the sum of the engines' slots, and each sandbox runs on one engine (docs/scale-out.md)")
       ->type_name("NAME=URL[;slots=N]");
 }
 

@@ -32,6 +32,7 @@
 #include "instance_owner.hpp"
 #include "duration_store.hpp"
 #include "engine_pool.hpp"
+#include "kube_provider.hpp"
 #include "lease_service.hpp"
 #include "listener.hpp"
 #include "log_format.hpp"
@@ -271,10 +272,11 @@ class running_daemon {
   bool stopping_ = false;
 };
 
-/// The providers the daemon drives: one Docker engine, or a pool of them (--engine).
+/// The providers the daemon drives: one engine (Docker, or Kubernetes alone), or a pool (--engine).
 struct engines {
   std::vector<std::unique_ptr<docker_client>> clients;
-  std::vector<std::unique_ptr<docker_provider>> members;
+  std::vector<std::unique_ptr<kube_client>> kube_clients;
+  std::vector<std::unique_ptr<sandbox_provider>> members;
   std::unique_ptr<engine_pool> pool;
   sandbox_provider* provider = nullptr;
 };
@@ -287,12 +289,33 @@ engines make_engines(const asio::any_io_executor& ex, const daemon_config& cfg, 
     out.members.push_back(std::make_unique<docker_provider>(*out.clients.back(), cfg.instance));
     return out.members.back().get();
   };
+  // A Kubernetes engine alone takes its budget from the nodes unless slots= says otherwise; in a
+  // pool, each engine's slots are fixed (slots=, else --slots).
+  const auto add_kube = [&](const engine_spec& e, int slots) {
+    auto target = e.kubeconfig == "in-cluster" ? in_cluster_target() : load_kubeconfig(e.kubeconfig, e.context);
+    out.kube_clients.push_back(std::make_unique<kube_client>(ex, std::move(target)));
+    out.kube_clients.back()->set_call_timeout(std::chrono::seconds(cfg.engine_timeout_s));
+    kube_provider::options o;
+    o.ns = e.kube_namespace();
+    o.slots = slots;
+    out.members.push_back(std::make_unique<kube_provider>(*out.kube_clients.back(), cfg.instance, o));
+    return out.members.back().get();
+  };
   if (cfg.engines.empty()) {
     out.provider = add(single);
     return out;
   }
+  if (cfg.engines.size() == 1 && cfg.engines[0].kubernetes()) {
+    const auto& e = cfg.engines[0];
+    out.provider = add_kube(e, e.slots_given ? e.slots : 0);
+    return out;
+  }
   std::vector<pool_member> members;
   for (const auto& e : cfg.engines) {
+    if (e.kubernetes()) {
+      members.push_back(pool_member{e.name, e.url, "kubernetes", e.slots, add_kube(e, e.slots)});
+      continue;
+    }
     const auto addr = engine_address::parse(e.url);
     members.push_back(pool_member{e.name, addr.to_string(), "docker", e.slots, add(addr)});
   }

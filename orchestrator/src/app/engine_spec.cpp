@@ -13,8 +13,9 @@ namespace sandlot::orchestrator {
 namespace {
 
 [[noreturn]] void bad(const std::string& text, std::string_view why) {
-  throw std::runtime_error(fmt::format("--engine '{}': {}; write NAME=unix:///path.sock or NAME=tcp://127.0.0.1:PORT, "
-                                       "optionally followed by ;slots=N (docs/scale-out.md)",
+  throw std::runtime_error(fmt::format("--engine '{}': {}; write NAME=unix:///path.sock, NAME=tcp://127.0.0.1:PORT or "
+                                       "NAME=kubernetes://NAMESPACE, optionally followed by ;slots=N (and for Kubernetes "
+                                       ";kubeconfig=PATH;context=NAME) (docs/scale-out.md)",
                                        text, why));
 }
 
@@ -59,14 +60,32 @@ engine_spec parse_engine_spec(const std::string& text) {
                             "remote engine's socket with ssh -L to a loopback port)",
                             host));
     }
+  } else if (s.kubernetes()) {
+    for (char c : s.kube_namespace()) {
+      if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) {
+        bad(text, "a namespace holds only lower-case letters, digits and '-'");
+      }
+    }
   } else {
-    bad(text, "the address must start with unix:// or tcp://");
+    bad(text, "the address must start with unix://, tcp:// or kubernetes://");
   }
   while (semi != std::string_view::npos && !rest.empty()) {
     rest = rest.substr(rest.find(';') + 1);
     const auto next = rest.find(';');
     const std::string_view opt = rest.substr(0, next);
-    if (!opt.starts_with("slots=")) bad(text, fmt::format("unknown option '{}' (only slots=N)", opt));
+    if (s.kubernetes() && opt.starts_with("kubeconfig=")) {
+      s.kubeconfig = std::string(opt.substr(11));
+      if (next == std::string_view::npos) break;
+      continue;
+    }
+    if (s.kubernetes() && opt.starts_with("context=")) {
+      s.context = std::string(opt.substr(8));
+      if (next == std::string_view::npos) break;
+      continue;
+    }
+    if (!opt.starts_with("slots=")) {
+      bad(text, fmt::format("unknown option '{}' (slots=N{})", opt, s.kubernetes() ? ", kubeconfig=PATH, context=NAME" : ""));
+    }
     const std::string_view n = opt.substr(6);
     int v = 0;
     auto [p, ec] = std::from_chars(n.data(), n.data() + n.size(), v);
@@ -74,6 +93,7 @@ engine_spec parse_engine_spec(const std::string& text) {
       bad(text, "slots= must be a number from 1 to 4096");
     }
     s.slots = v;
+    s.slots_given = true;
     if (next == std::string_view::npos) break;
   }
   return s;

@@ -31,8 +31,13 @@ asio::awaitable<void> lease_service::start() {
   provider_.on_capacity_change([this](capacity_change c) { engine_changed(std::move(c)); });
   // A pool with an engine down at start serves only the slots that are up.
   if (const int up = provider_.slots_total(); up > 0 && up != broker_.slots_total()) {
-    spdlog::warn("budget {} slot(s), not {}: only the engines that answer count until the others join", up,
-                 broker_.slots_total());
+    if (provider_.engines().empty()) {
+      // One engine that sizes itself (a cluster's nodes): its figure is the budget.
+      spdlog::info("budget {} slot(s) as the engine gives them, not --slots {}", up, broker_.slots_total());
+    } else {
+      spdlog::warn("budget {} slot(s), not {}: only the engines that answer count until the others join", up,
+                   broker_.slots_total());
+    }
     resize_budget(up, "while an engine of the pool is down; ask for fewer slots, or start that engine");
   }
   if (int removed = co_await provider_.remove_all_own(); removed > 0) {
