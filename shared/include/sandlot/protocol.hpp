@@ -283,7 +283,7 @@ struct warm_status {
 struct engine_status {
   std::string name;
   std::string endpoint;  // where it is reached (unix socket path or tcp://host:port)
-  std::string kind;      // "docker"
+  std::string kind;      // "docker" or "kubernetes"
   bool up = true;
   int slots = 0;         // its share of the budget
   int in_use = 0;        // slots of the sandboxes placed on it
