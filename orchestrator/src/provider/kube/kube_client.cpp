@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
@@ -51,15 +53,20 @@ bool is_ip(const std::string& host) {
 }  // namespace
 
 kube_error::kube_error(unsigned status, std::string status_reason, const std::string& message, bool timed_out)
-    : provider_error(classify(status, status_reason, timed_out), message),
+    : provider_error(classify(status, status_reason, message, timed_out), message),
       status_(status),
       status_reason_(std::move(status_reason)) {}
 
-provider_failure kube_error::classify(unsigned status, std::string_view reason, bool timed_out) noexcept {
+provider_failure kube_error::classify(unsigned status, std::string_view reason, std::string_view message,
+                                      bool timed_out) noexcept {
   if (timed_out) return provider_failure::timed_out;
   if (status == 0) return provider_failure::unreachable;
   if (status == 401) return provider_failure::auth;
-  if (status == 403) return provider_failure::not_allowed;
+  // RBAC says Forbidden; so does a ResourceQuota that is full, which passes as pods end.
+  if (status == 403) {
+    const bool quota = message.find("exceeded quota") != std::string_view::npos;
+    return reason == "Forbidden" && !quota ? provider_failure::not_allowed : provider_failure::failed;
+  }
   if (status == 404 || reason == "NotFound") return provider_failure::not_found;
   if (status == 409 || reason == "AlreadyExists" || reason == "Conflict") return provider_failure::conflict;
   if (status == 400 || status == 422) return provider_failure::rejected;
@@ -157,6 +164,15 @@ kube_client::kube_client(asio::any_io_executor ex, kube_target target) : ex_(std
 
 kube_client::~kube_client() = default;
 
+std::string kube_client::bearer() const {
+  if (target_.token_file.empty()) return target_.token;
+  // Read at each call: a projected service-account token is rotated in place.
+  std::ifstream in(target_.token_file);
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  return token.empty() ? target_.token : token;
+}
+
 asio::awaitable<std::unique_ptr<kube_client::connection>> kube_client::open(std::chrono::milliseconds timeout) {
   auto c = std::make_unique<connection>(ex_);
   tcp::resolver resolver(ex_);
@@ -214,7 +230,12 @@ bool take_lines(std::string& pending, const std::function<bool(const json&)>& on
     const std::string_view line(pending.data() + start, nl - start);
     start = nl + 1;
     if (line.find_first_not_of(" \r\t") == std::string_view::npos) continue;
-    const json event = json::parse(line);
+    json event;
+    try {
+      event = json::parse(line);
+    } catch (const json::exception& e) {
+      throw kube_error(0, "", fmt::format("a watch event is not JSON: {}", e.what()));
+    }
     if (event.value("type", "") == "ERROR") {
       const auto& st = event.at("object");
       throw kube_error(st.value("code", 500u), st.value("reason", ""),
@@ -283,7 +304,7 @@ asio::awaitable<kube_client::response> kube_client::call(http::verb method, std:
   req.set(http::field::host, host_);
   req.set(http::field::user_agent, "sandlot-orchestratord");
   req.set(http::field::accept, "application/json");
-  if (!target_.token.empty()) req.set(http::field::authorization, "Bearer " + target_.token);
+  if (const auto token = bearer(); !token.empty()) req.set(http::field::authorization, "Bearer " + token);
   if (body) {
     req.set(http::field::content_type, "application/json");
     req.body() = body->dump();
@@ -320,7 +341,7 @@ asio::awaitable<bool> kube_client::watch(std::string target, std::function<bool(
   req.set(http::field::host, host_);
   req.set(http::field::user_agent, "sandlot-orchestratord");
   req.set(http::field::accept, "application/json");
-  if (!target_.token.empty()) req.set(http::field::authorization, "Bearer " + target_.token);
+  if (const auto token = bearer(); !token.empty()) req.set(http::field::authorization, "Bearer " + token);
   conn->lowest().expires_after(call_timeout_);
   if (conn->tls) {
     co_return co_await watch_on(*conn->tls, conn->lowest(), std::move(req), call_timeout_, target_.server,
@@ -465,10 +486,10 @@ asio::awaitable<exec_output> kube_client::exec(std::string pod_path, exec_reques
     std::string protocol;
     exec_output out;
     if (conn->tls) {
-      out = co_await exec_on(std::move(*conn->tls), host_, target, target_.token, request.stdin_data, request.timeout,
+      out = co_await exec_on(std::move(*conn->tls), host_, target, bearer(), request.stdin_data, request.timeout,
                              request.output_limit, offers, protocol);
     } else {
-      out = co_await exec_on(std::move(conn->tcp), host_, target, target_.token, request.stdin_data, request.timeout,
+      out = co_await exec_on(std::move(conn->tcp), host_, target, bearer(), request.stdin_data, request.timeout,
                              request.output_limit, offers, protocol);
     }
     last_protocol_ = protocol;
@@ -482,8 +503,12 @@ asio::awaitable<exec_output> kube_client::exec(std::string pod_path, exec_reques
     } catch (const kube_error& e) {
       // The refusal names the protocols ("requested protocol(s) are not supported"); any other
       // 400 (no such container ...) is the answer itself.
+      // A Go WebSocket server refuses with a bare 403 and no Status body; the 1.30 API server with a
+      // 400 Status naming the protocols. An RBAC 403 carries a Status with reason Forbidden.
       const bool no_v5 = (e.status() == 400 || e.status() == 403) &&
-                         std::string_view(e.what()).find("protocol") != std::string_view::npos;
+                         (e.status_reason().empty() ||
+                          std::string_view(e.what()).find("protocol") != std::string_view::npos) &&
+                         e.status_reason() != "Forbidden";
       if (!no_v5) throw;
     }
   }

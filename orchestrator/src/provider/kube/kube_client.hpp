@@ -35,7 +35,8 @@ class kube_error : public provider_error {
   kube_error(unsigned status, std::string status_reason, const std::string& message, bool timed_out = false);
   unsigned status() const noexcept { return status_; }
   const std::string& status_reason() const noexcept { return status_reason_; }
-  static provider_failure classify(unsigned status, std::string_view reason, bool timed_out) noexcept;
+  static provider_failure classify(unsigned status, std::string_view reason, std::string_view message,
+                                   bool timed_out) noexcept;
 
  private:
   unsigned status_;
@@ -90,6 +91,8 @@ class kube_client {
 
  private:
   struct connection;
+  /// The bearer token now: the token file's content when there is one (read at each call).
+  std::string bearer() const;
   boost::asio::awaitable<std::unique_ptr<connection>> open(std::chrono::milliseconds timeout);
 
   boost::asio::any_io_executor ex_;

@@ -224,7 +224,8 @@ kube_target in_cluster_target(const std::string& account_dir) {
   kube_target t;
   const std::string h(host);
   t.server = fmt::format("https://{}:{}", h.find(':') != std::string::npos ? "[" + h + "]" : h, port);
-  t.token = read_text(account_dir + "/token", "service account token");
+  t.token_file = account_dir + "/token";
+  t.token = read_text(t.token_file, "service account token");
   while (!t.token.empty() && (t.token.back() == '\n' || t.token.back() == '\r')) t.token.pop_back();
   t.ca_pem = read_text(account_dir + "/ca.crt", "service account CA");
   if (fs::exists(account_dir + "/namespace")) t.ns = read_text(account_dir + "/namespace", "service account namespace");

@@ -16,6 +16,7 @@ struct kube_target {
   std::string client_cert_pem;  // client certificate and key, when the user has them
   std::string client_key_pem;
   std::string token;            // a bearer token, when the user has one
+  std::string token_file;       // a file to read it from at each call (a rotated service-account token)
   std::string ns;               // the context's namespace ("default" when it names none)
   std::string origin;           // where this came from, for messages ("kubeconfig PATH, context C")
 };

@@ -70,12 +70,15 @@ bool condition_true(const json& obj, std::string_view type) {
   return false;
 }
 
-/// Whether a node's kubelet lists `image` (Docker Hub names may be spelled in full).
+/// Whether a kubelet's name for an image is `image` (containerd spells Docker Hub names in full).
+bool same_image(const std::string& name, const std::string& image) {
+  return name == image || name == "docker.io/" + image || name == "docker.io/library/" + image;
+}
+
 bool node_has(const json& node, const std::string& image) {
   for (const auto& entry : node.value("/status/images"_json_pointer, json::array())) {
     for (const auto& n : entry.value("names", json::array())) {
-      const auto name = n.get<std::string>();
-      if (name == image || name == "docker.io/" + image || name == "docker.io/library/" + image) return true;
+      if (same_image(n.get<std::string>(), image)) return true;
     }
   }
   return false;
@@ -95,12 +98,15 @@ const json& first_container_status(const json& pod) {
   return pod.at(ptr).at(0);
 }
 
-/// The reason a pull failed, typed by what the registry said.
+/// The reason a pull failed, typed by what the registry said: only a registry that does not know
+/// the image is image_not_found (permanent); a rate limit, a timeout or a back-off without detail
+/// is failed, which the gate retries.
 provider_failure pull_failure(std::string_view waiting_reason, std::string_view message) {
   auto says = [&](std::string_view t) { return message.find(t) != std::string_view::npos; };
   if (waiting_reason == "InvalidImageName") return provider_failure::invalid_reference;
   if (says("unauthorized") || says("authentication required") || says("denied")) return provider_failure::auth;
-  return provider_failure::image_not_found;
+  if (says("not found") || says("NotFound") || says("manifest unknown")) return provider_failure::image_not_found;
+  return provider_failure::failed;
 }
 
 }  // namespace
@@ -113,6 +119,7 @@ pod_verdict judge_pod(const json& pod) {
   if (waiting == "ErrImagePull" || waiting == "ImagePullBackOff" || waiting == "InvalidImageName" ||
       waiting == "ErrImageNeverPull") {
     v.what = pod_verdict::kind::failed;
+    v.pull = true;
     v.failure = pull_failure(waiting, waiting_message);
     v.message = fmt::format("the node {} could not pull the image: {}: {}",
                             pod.value("/spec/nodeName"_json_pointer, std::string("?")), waiting, waiting_message);
@@ -171,11 +178,22 @@ asio::awaitable<std::string> kube_provider::connect() {
   if (opts_.slots > 0) {
     budget = fmt::format("{} slot(s) as configured", opts_.slots);
   } else {
+    // Whole cores per node: a lease of 1 cpu fits on a node only in whole (3 nodes of 1.9 cores
+    // hold 3 such pods, not 5). Other pods' requests are not subtracted: give slots=N on a cluster
+    // that runs more than Sandlot's pods.
     const json nodes = co_await ready_nodes();
-    double cores = 0;
-    for (const auto& n : nodes) cores += cpu_cores(n.value("/status/allocatable/cpu"_json_pointer, std::string("0")));
-    slots_ = std::max(1, static_cast<int>(std::floor(cores)));
-    budget = fmt::format("{} slot(s) from the allocatable cpu of {} Ready node(s)", slots_, nodes.size());
+    int total = 0;
+    int widest = 0;
+    for (const auto& n : nodes) {
+      const int cores =
+          static_cast<int>(std::floor(cpu_cores(n.value("/status/allocatable/cpu"_json_pointer, std::string("0")))));
+      total += cores;
+      widest = std::max(widest, cores);
+    }
+    slots_ = std::max(1, total);
+    widest_ = std::max(1, widest);
+    budget = fmt::format("{} slot(s) from the allocatable cpu of {} Ready node(s), at most {} per lease", slots_,
+                         nodes.size(), widest_);
   }
   co_return fmt::format("kubernetes {} at {} ({}), namespace {}, {}", version.value("gitVersion", "?"),
                         api_.target().server, api_.target().origin, ns_, budget);
@@ -213,7 +231,8 @@ asio::awaitable<std::string> kube_provider::image_id(std::string image) {
   for (const auto& n : nodes) {
     for (const auto& entry : n.value("/status/images"_json_pointer, json::array())) {
       const auto names = entry.value("names", json::array());
-      const bool names_it = std::any_of(names.begin(), names.end(), [&](const json& x) { return x == image; });
+      const bool names_it =
+          std::any_of(names.begin(), names.end(), [&](const json& x) { return same_image(x.get<std::string>(), image); });
       if (!names_it) continue;
       for (const auto& x : names) {
         if (x.get<std::string>().find("@sha256:") != std::string::npos) co_return x.get<std::string>();
@@ -251,7 +270,7 @@ json kube_provider::pod_spec(const sandbox_spec& spec) const {
                         {"ephemeral-storage", fmt::format("{}Mi", req.disk_mb)}};
   c["resources"] = {{"requests", amounts}, {"limits", amounts}};
   json pod_spec = {{"restartPolicy", "Never"},
-                   {"terminationGracePeriodSeconds", 0},
+                   {"terminationGracePeriodSeconds", 1},
                    {"automountServiceAccountToken", false},
                    {"enableServiceLinks", false}};
   if (host) {
@@ -286,38 +305,78 @@ json kube_provider::pod_spec(const sandbox_spec& spec) const {
               {"spec", std::move(pod_spec)}};
 }
 
+asio::awaitable<bool> kube_provider::watch_pod(
+    std::string name, std::string& rv,
+    const std::function<bool(const std::string& type, const json& pod)>& on_event) {
+  const std::string target =
+      fmt::format("{}?watch=1&allowWatchBookmarks=true&fieldSelector={}&timeoutSeconds=60{}", pods_path(),
+                  url_escape("metadata.name=" + name), rv.empty() ? "" : "&resourceVersion=" + rv);
+  try {
+    co_return co_await api_.watch(target, [&](const json& event) {
+      const std::string type = event.value("type", "");
+      const auto& obj = event.at("object");
+      rv = obj.value("/metadata/resourceVersion"_json_pointer, rv);
+      if (type == "BOOKMARK") return false;
+      return on_event(type, obj);
+    });
+  } catch (const kube_error& e) {
+    // 410 Expired: the version is older than the server keeps; start again from now.
+    if (e.status() != 410) throw;
+  }
+  const auto res = co_await api_.call(http_verb::get, fmt::format("{}/{}", pods_path(), name));
+  if (res.status == 404) {
+    rv.clear();
+    co_return on_event("DELETED", json::object());
+  }
+  if (res.status / 100 != 2) {
+    throw kube_error(res.status, "", fmt::format("reading pod {} after its watch expired ({})", name, res.status));
+  }
+  const json pod = res.json();
+  rv = pod.value("/metadata/resourceVersion"_json_pointer, std::string());
+  co_return on_event("MODIFIED", pod);
+}
+
+asio::awaitable<pod_verdict> kube_provider::wait_ready(std::string name, std::string rv, json& last) {
+  pod_verdict verdict = judge_pod(last);
+  // Resumed from the last version seen whenever the server ends the stream (timeoutSeconds).
+  while (verdict.what == pod_verdict::kind::waiting) {
+    co_await watch_pod(name, rv, [&](const std::string& type, const json& pod) {
+      if (type == "DELETED") {
+        verdict = {pod_verdict::kind::failed, provider_failure::not_found, false,
+                   "the pod was deleted before it was ready"};
+        return true;
+      }
+      last = pod;
+      verdict = judge_pod(pod);
+      return verdict.what != pod_verdict::kind::waiting;
+    });
+  }
+  co_return verdict;
+}
+
 asio::awaitable<protocol::sandbox_info> kube_provider::create(const sandbox_spec& spec_ref) {
   const sandbox_spec spec = spec_ref;
   const json pod = pod_spec(spec);
   const std::string name = pod.at("metadata").at("name");
-  const json made = co_await api_.call_ok(http_verb::post, pods_path(), pod, "creating pod " + name);
-  std::string rv = made.value("/metadata/resourceVersion"_json_pointer, std::string());
+  json last = co_await api_.call_ok(http_verb::post, pods_path(), pod, "creating pod " + name);
+  const std::string rv = last.value("/metadata/resourceVersion"_json_pointer, std::string());
+  // Readiness from a watch on this one pod, from the version the POST returned (nothing is
+  // missed); the core's ready timeout bounds the wait and cancels it.
   pod_verdict verdict;
-  json last = made;
-  verdict = judge_pod(made);
-  // Readiness from a watch on this one pod, resumed from the last version seen when the server
-  // ends the stream (timeoutSeconds); the core's ready timeout bounds the whole wait.
-  while (verdict.what == pod_verdict::kind::waiting) {
-    const std::string target = fmt::format("{}?watch=1&fieldSelector={}&resourceVersion={}&timeoutSeconds=60",
-                                           pods_path(), url_escape("metadata.name=" + name), rv);
-    co_await api_.watch(target, [&](const json& event) {
-      const auto& obj = event.at("object");
-      rv = obj.value("/metadata/resourceVersion"_json_pointer, rv);
-      if (event.value("type", "") == "DELETED") {
-        verdict = {pod_verdict::kind::failed, provider_failure::not_found, "the pod was deleted before it was ready"};
-        return true;
-      }
-      last = obj;
-      verdict = judge_pod(obj);
-      return verdict.what != pod_verdict::kind::waiting;
-    });
+  std::exception_ptr broke;
+  try {
+    verdict = co_await wait_ready(name, rv, last);
+  } catch (...) {
+    broke = std::current_exception();
   }
-  if (verdict.what == pod_verdict::kind::failed) {
+  if (broke || verdict.what == pod_verdict::kind::failed) {
+    // A create that fails leaves no pod (when cancelled, the caller removes it by lease).
     try {
       co_await remove(name);
     } catch (const std::exception& e) {
       spdlog::warn("could not remove pod {} after its start failed: {}", name, e.what());
     }
+    if (broke) std::rethrow_exception(broke);
     throw provider_error(verdict.failure, fmt::format("pod {}: {}", name, verdict.message));
   }
   protocol::sandbox_info info;
@@ -355,7 +414,7 @@ asio::awaitable<void> kube_provider::write_file(std::string sandbox_id, std::str
                                                 unsigned mode) {
   exec_spec s;
   s.argv = {"sh", "-c",
-            fmt::format("d=$(dirname -- \"$0\"); [ -d \"$d\" ] || exit {}; cat > \"$0\" || exit {}; chmod \"$1\" \"$0\"",
+            fmt::format("d=$(dirname -- \"$0\"); [ -d \"$d\" ] || exit {}; cat > \"$0\" || exit {}; chmod -- \"$1\" \"$0\"",
                         exit_no_dir, exit_cannot_write),
             path, fmt::format("{:o}", mode & 07777)};
   s.stdin_data = std::move(data);
@@ -377,8 +436,8 @@ asio::awaitable<std::optional<std::string>> kube_provider::read_file(std::string
                                                                      std::size_t limit) {
   exec_spec s;
   s.argv = {"sh", "-c",
-            fmt::format("[ -e \"$0\" ] || exit {}; [ -f \"$0\" ] || exit {}; [ \"$(wc -c < \"$0\")\" -le \"$1\" ] || "
-                        "exit {}; exec cat -- \"$0\"",
+            fmt::format("[ -e \"$0\" ] || exit {}; [ -f \"$0\" ] || exit {}; n=$(wc -c < \"$0\") || exit 1; "
+                        "[ \"$n\" -le \"$1\" ] || exit {}; exec cat -- \"$0\"",
                         exit_no_dir, exit_not_file, exit_too_large),
             path, std::to_string(limit)};
   s.output_limit = limit + 1;
@@ -398,64 +457,62 @@ asio::awaitable<std::optional<std::string>> kube_provider::read_file(std::string
   co_return std::move(out.stdout_data);
 }
 
-asio::awaitable<void> kube_provider::wait_gone(std::string name, std::string rv) {
+asio::awaitable<void> kube_provider::wait_gone(std::string name) {
   using namespace asio::experimental::awaitable_operators;
   auto ex = co_await asio::this_coro::executor;
-  // A DELETE with gracePeriodSeconds=0 may remove the pod at once, and the object it returns may
-  // carry the deletion's own version (a watch from there would never see DELETED): so ask once
-  // how the pod stands now, and watch from that version for the rest.
-  {
-    const auto res = co_await api_.call(http_verb::get, fmt::format("{}/{}", pods_path(), name));
-    if (res.status == 404) co_return;
-    if (res.status / 100 == 2) rv = res.json().value("/metadata/resourceVersion"_json_pointer, rv);
-  }
-  auto watch_until_gone = [this, name, rv]() mutable -> asio::awaitable<void> {
-    for (;;) {
-      bool gone = false;
-      const std::string target =
-          fmt::format("{}?watch=1&fieldSelector={}{}&timeoutSeconds=30", pods_path(),
-                      url_escape("metadata.name=" + name), rv.empty() ? "" : "&resourceVersion=" + rv);
-      co_await api_.watch(target, [&](const json& event) {
-        rv = event.at("object").value("/metadata/resourceVersion"_json_pointer, rv);
-        gone = event.value("type", "") == "DELETED";
+  // Read once how the pod stands (a delete may have removed it already, and the object a DELETE
+  // returns may carry the deletion's own version), then watch from there for DELETED.
+  auto until_gone = [this, name]() -> asio::awaitable<void> {
+    std::string rv;
+    bool gone = false;
+    while (!gone) {
+      if (rv.empty()) {
+        const auto res = co_await api_.call(http_verb::get, fmt::format("{}/{}", pods_path(), name));
+        if (res.status == 404) co_return;
+        if (res.status / 100 != 2) {
+          throw kube_error(res.status, "", fmt::format("reading pod {} while it goes ({})", name, res.status));
+        }
+        rv = res.json().value("/metadata/resourceVersion"_json_pointer, std::string());
+      }
+      co_await watch_pod(name, rv, [&](const std::string& type, const json&) {
+        gone = type == "DELETED";
         return gone;
       });
-      if (gone) co_return;
-      const auto res = co_await api_.call(http_verb::get, fmt::format("{}/{}", pods_path(), name));
-      if (res.status == 404) co_return;
     }
   };
-  asio::steady_timer timer(ex, api_.call_timeout());
-  auto raced = co_await (as_outcome(watch_until_gone()) || timer.async_wait(asio::use_awaitable));
+  // The kubelet stops the containers first (terminationGracePeriodSeconds: 1), then the pod goes.
+  const auto limit = std::max<std::chrono::milliseconds>(api_.call_timeout(), std::chrono::seconds(60));
+  asio::steady_timer timer(ex, limit);
+  auto raced = co_await (as_outcome(until_gone()) || timer.async_wait(asio::use_awaitable));
   if (raced.index() == 0) {
     if (auto failure = std::get<0>(raced)) std::rethrow_exception(failure);
   } else {
-    throw kube_error(0, "", fmt::format("pod {} was not gone within {} s of its deletion", name,
-                                        api_.call_timeout().count() / 1000),
+    throw kube_error(0, "", fmt::format("pod {} was not gone within {} s of its deletion", name, limit.count() / 1000),
                      true);
   }
 }
 
 asio::awaitable<void> kube_provider::remove(std::string sandbox_id) {
+  // Not a force delete (gracePeriodSeconds=0 takes the pod out of the API before the kubelet has
+  // stopped its containers): one second, and the DELETED event means the sandbox is gone.
   const auto res =
-      co_await api_.call(http_verb::delete_, fmt::format("{}/{}?gracePeriodSeconds=0", pods_path(), sandbox_id));
+      co_await api_.call(http_verb::delete_, fmt::format("{}/{}?gracePeriodSeconds=1", pods_path(), sandbox_id));
   if (res.status == 404) co_return;
   if (res.status / 100 != 2) {
     throw kube_error(res.status, "", fmt::format("deleting pod {}: {} ({})", sandbox_id, res.body.substr(0, 300),
                                                  res.status));
   }
-  co_await wait_gone(sandbox_id, res.json().value("/metadata/resourceVersion"_json_pointer, std::string()));
+  co_await wait_gone(sandbox_id);
 }
 
 asio::awaitable<int> kube_provider::remove_lease(std::string lease_id) {
   const auto selector = fmt::format("{}={},{}={}", kube_keys::daemon, daemon_label_, kube_keys::lease, dns_label(lease_id));
   const json deleted = co_await api_.call_ok(
-      http_verb::delete_, fmt::format("{}?labelSelector={}&gracePeriodSeconds=0", pods_path(), url_escape(selector)),
+      http_verb::delete_, fmt::format("{}?labelSelector={}&gracePeriodSeconds=1", pods_path(), url_escape(selector)),
       std::nullopt, "deleting the pods of lease " + lease_id);
   int n = 0;
   for (const auto& p : deleted.value("items", json::array())) {
-    co_await wait_gone(p.value("/metadata/name"_json_pointer, std::string()),
-                       p.value("/metadata/resourceVersion"_json_pointer, std::string()));
+    co_await wait_gone(p.value("/metadata/name"_json_pointer, std::string()));
     ++n;
   }
   co_return n;
@@ -514,12 +571,13 @@ bool kube_provider::may_reap(const owned_sandbox& s) {
 }
 
 asio::awaitable<void> kube_provider::pull(std::string image, clock::time_point deadline, pull_progress progress) {
+  (void)progress;  // the kubelets do not report bytes
   int all = 0;
   const auto lacking = co_await nodes_lacking(image, all);
   if (all == 0) throw provider_error(provider_failure::unreachable, "no Ready node to pull " + image + " on");
-  if (progress) progress(all - static_cast<int>(lacking.size()), all);
   if (lacking.empty()) co_return;
-  // One prepull pod per node, all at once: each kubelet pulls for itself.
+  // One prepull pod per node, all at once: each kubelet pulls for itself. Each runs to its end on
+  // its own (bounded by `deadline`) and removes its pod, even when this caller gives up first.
   struct join {
     explicit join(asio::any_io_executor ex) : done(ex, clock::time_point::max()) {}
     std::size_t left = 0;
@@ -530,14 +588,14 @@ asio::awaitable<void> kube_provider::pull(std::string image, clock::time_point d
   auto j = std::make_shared<join>(ex);
   j->left = lacking.size();
   for (const auto& node : lacking) {
-    asio::co_spawn(ex, prepull_on(image, node, deadline), [j, progress, all](std::exception_ptr e) {
+    asio::co_spawn(ex, prepull_on(image, node, deadline), [j](std::exception_ptr e) {
       if (e && !j->first) j->first = e;
-      --j->left;
-      if (progress) progress(all - static_cast<int>(j->left), all);
-      if (j->left == 0) j->done.cancel();
+      if (--j->left == 0) j->done.cancel();
     });
   }
   co_await j->done.async_wait(asio::as_tuple(asio::use_awaitable));
+  // Woken before every node finished: the caller cancelled the pull. It did not happen.
+  if (j->left > 0) throw boost::system::system_error(asio::error::operation_aborted, "pull of " + image + " cancelled");
   if (j->first) std::rethrow_exception(j->first);
 }
 
@@ -560,7 +618,7 @@ asio::awaitable<void> kube_provider::prepull_on(std::string image, std::string n
                      {{"nodeName", node},
                       {"restartPolicy", "Never"},
                       {"activeDeadlineSeconds", 600},
-                      {"terminationGracePeriodSeconds", 0},
+                      {"terminationGracePeriodSeconds", 1},
                       {"automountServiceAccountToken", false},
                       {"enableServiceLinks", false},
                       {"containers", json::array({c})}}}};
@@ -570,26 +628,21 @@ asio::awaitable<void> kube_provider::prepull_on(std::string image, std::string n
   bool pulled = false;
   auto watch_pull = [&]() -> asio::awaitable<void> {
     while (!pulled && !failed) {
-      const std::string target = fmt::format("{}?watch=1&fieldSelector={}&resourceVersion={}&timeoutSeconds=60",
-                                             pods_path(), url_escape("metadata.name=" + name), rv);
-      co_await api_.watch(target, [&](const json& event) {
-        const auto& obj = event.at("object");
-        rv = obj.value("/metadata/resourceVersion"_json_pointer, rv);
-        if (event.value("type", "") == "DELETED") {
+      co_await watch_pod(name, rv, [&](const std::string& type, const json& obj) {
+        if (type == "DELETED") {
           failed.emplace(provider_error(provider_failure::failed, "prepull pod " + name + " was deleted"));
           return true;
         }
-        const auto& cs = first_container_status(obj);
-        const std::string waiting = cs.value("/state/waiting/reason"_json_pointer, std::string());
         const pod_verdict v = judge_pod(obj);
-        if (v.what == pod_verdict::kind::failed && waiting != "CreateContainerError" && waiting != "RunContainerError" &&
-            waiting != "CrashLoopBackOff" && v.failure != provider_failure::failed) {
+        if (v.pull) {
           failed.emplace(provider_error(v.failure, fmt::format("pulling {} on node {}: {}", image, node, v.message)));
           return true;
         }
         // The image is there once the container was made from it, whatever its command then does.
+        const auto& cs = first_container_status(obj);
+        const std::string waiting = cs.value("/state/waiting/reason"_json_pointer, std::string());
         pulled = !cs.value("imageID", std::string()).empty() || cs.contains("/state/running"_json_pointer) ||
-                 cs.contains("/state/terminated"_json_pointer) || v.what == pod_verdict::kind::ready ||
+                 cs.contains("/state/terminated"_json_pointer) || v.what != pod_verdict::kind::waiting ||
                  waiting == "CreateContainerError" || waiting == "RunContainerError" || waiting == "CrashLoopBackOff";
         return pulled;
       });

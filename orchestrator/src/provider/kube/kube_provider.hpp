@@ -38,6 +38,7 @@ inline constexpr const char* lease_id = "sandlot.dev/lease";  // the lease id as
 struct pod_verdict {
   enum class kind { waiting, ready, failed } what = kind::waiting;
   provider_failure failure = provider_failure::failed;
+  bool pull = false;  // failed pulling the image (not starting the container)
   std::string message;
 };
 pod_verdict judge_pod(const nlohmann::json& pod);
@@ -72,6 +73,8 @@ class kube_provider final : public sandbox_provider {
   boost::asio::awaitable<int> remove_all_own() override;
   bool may_reap(const owned_sandbox& s) override;
   int slots_total() const override { return slots_; }
+  /// The most one lease may take: the largest node's allocatable cpu (0 with slots=N: unknown).
+  int widest_sandbox() const override { return widest_; }
 
   /// The pod object for a sandbox (exposed for unit tests).
   nlohmann::json pod_spec(const sandbox_spec& spec) const;
@@ -81,8 +84,15 @@ class kube_provider final : public sandbox_provider {
 
  private:
   std::string pods_path() const;
-  /// Waits until the pod is gone (DELETED, or 404), watching from `resource_version`.
-  boost::asio::awaitable<void> wait_gone(std::string name, std::string resource_version);
+  /// Waits until the pod is gone (DELETED, or 404).
+  boost::asio::awaitable<void> wait_gone(std::string name);
+  /// One watch on the pod `name` from `rv` (kept up to date), each event to `on_event` until it
+  /// returns true (then: true). Bookmarks only move `rv`. A version too old to watch from (410
+  /// Expired) is answered with one GET: its pod as a MODIFIED event, or DELETED when it is gone.
+  boost::asio::awaitable<bool> watch_pod(std::string name, std::string& rv,
+                                         const std::function<bool(const std::string& type, const nlohmann::json& pod)>& on_event);
+  /// Waits on a watch until the pod is ready or has failed (the caller bounds the wait).
+  boost::asio::awaitable<pod_verdict> wait_ready(std::string name, std::string rv, nlohmann::json& last);
   boost::asio::awaitable<nlohmann::json> ready_nodes();
   /// Ready nodes whose kubelet lacks `image`; `all` gets the count of Ready nodes.
   boost::asio::awaitable<std::vector<std::string>> nodes_lacking(std::string image, int& all);
@@ -95,6 +105,7 @@ class kube_provider final : public sandbox_provider {
   std::string ns_;
   std::string owner_;
   int slots_ = 0;
+  int widest_ = 0;
   std::vector<std::string> warned_owners_;
 };
 
