@@ -61,15 +61,6 @@ std::vector<std::string> split(std::string_view s, char sep) {
   }
 }
 
-std::uint64_t fnv1a(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 }  // namespace
 
 std::string self_owner() {
@@ -132,6 +123,15 @@ instance_lock::~instance_lock() {
     [[maybe_unused]] auto r = ::ftruncate(fd_, 0);
     ::close(fd_);  // releases the flock; the file stays, harmlessly, for the next daemon
   }
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ULL;
+  for (char c : s) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ULL;
+  }
+  return h;
 }
 
 }  // namespace sandlot::orchestrator

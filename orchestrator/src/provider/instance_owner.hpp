@@ -7,11 +7,15 @@
 // starting at all.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
 
 namespace sandlot::orchestrator {
+
+/// FNV-1a, 64 bits: a short stable name for an instance (its lock file, its Kubernetes label).
+std::uint64_t fnv1a(std::string_view s);
 
 /// This machine's (or container's) host name.
 std::string host_name();

@@ -25,15 +25,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t fnv1a(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ULL;
-  for (char ch : s) {
-    h ^= static_cast<unsigned char>(ch);
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 /// A DNS-1123 label from `text`: lower case letters, digits and '-', at most 63, alphanumeric ends.
 std::string dns_label(std::string_view text) {
   std::string out;
